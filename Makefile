@@ -1,0 +1,49 @@
+# plakar-azblob — development tasks. Everything installs into ignored folders
+# of the project (.venv, .tools); nothing global is touched.
+
+PYTHON        ?= python3
+VENV          := .venv
+PY            := $(VENV)/bin/python
+TOOLS         := .tools
+# The plakar the tests run: the one place its version is pinned.
+PLAKAR_VERSION := v1.1.4
+PLAKAR        := $(TOOLS)/plakar-$(PLAKAR_VERSION)/bin/plakar
+AZURITE_VERSION := 3.37.0
+AZURITE       := $(TOOLS)/azurite/node_modules/.bin/azurite-blob
+
+export PLAKAR_BIN := $(abspath $(PLAKAR))
+export AZURITE_BIN := $(abspath $(AZURITE))
+
+.PHONY: all venv plakar azurite tools proto test lint bench build package demo clean
+
+all: venv
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+plakar: $(PLAKAR)
+$(PLAKAR): tools/build-plakar.sh tools/ttlmap/ttlmap.go
+	tools/build-plakar.sh $(PLAKAR_VERSION) $(TOOLS)
+
+azurite: $(AZURITE)
+$(AZURITE):
+	npm install --silent --no-audit --no-fund --prefix $(TOOLS)/azurite azurite@$(AZURITE_VERSION)
+
+tools: venv plakar azurite
+
+proto: venv
+	$(PY) tools/gen_proto.py
+
+test: tools
+	$(PY) -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check src tests tools
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf dist build

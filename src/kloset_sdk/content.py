@@ -1,0 +1,120 @@
+"""Streams of content between plakar and a connector."""
+
+from __future__ import annotations
+
+import io
+import queue
+from collections.abc import Iterable, Iterator
+
+from .records import Readable
+
+CHUNK_SIZE = 1 << 20  # plakar's chunk size, both directions (protocol §1)
+
+
+class IncomingContent(io.RawIOBase):
+    """Content arriving from plakar, readable while it arrives.
+
+    The SDK feeds chunks in from the gRPC stream; the connector reads them in
+    another thread. The queue is bounded so a slow connector slows plakar
+    down instead of filling memory.
+    """
+
+    _EOF = b""
+
+    def __init__(self, max_chunks: int = 8) -> None:
+        super().__init__()
+        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(max_chunks)
+        self._pending = memoryview(b"")
+        self._done = False
+        self.received = 0
+
+    # -- producer side (the SDK) --
+    def feed(self, chunk: bytes) -> None:
+        if chunk:
+            self.received += len(chunk)
+            self._queue.put(chunk)
+
+    def finish(self) -> None:
+        self._queue.put(self._EOF)
+
+    def fail(self, error: BaseException) -> None:
+        self._queue.put(error)
+
+    # -- consumer side (the connector) --
+    def readable(self) -> bool:
+        return True
+
+    def _next(self) -> bool:
+        if self._done:
+            return False
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            self._done = True
+            raise item
+        if not item:
+            self._done = True
+            return False
+        self._pending = memoryview(item)
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        if not self._pending and not self._next():
+            return 0
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        """Read up to ``size`` bytes, waiting for them unless the content ends first."""
+        if size is None or size < 0:
+            return b"".join(self.chunks())
+        parts: list[bytes] = []
+        want = size
+        while want > 0:
+            if not self._pending and not self._next():
+                break
+            part = self._pending[:want]
+            self._pending = self._pending[len(part):]
+            parts.append(bytes(part))
+            want -= len(part)
+        return b"".join(parts)
+
+    def chunks(self) -> Iterator[bytes]:
+        """The remaining content, chunk by chunk as it arrived."""
+        if self._pending:
+            yield bytes(self._pending)
+            self._pending = memoryview(b"")
+        while self._next():
+            chunk = bytes(self._pending)
+            self._pending = memoryview(b"")
+            yield chunk
+
+    def drain(self) -> None:
+        """Consume whatever is left, so the producer is never blocked."""
+        try:
+            for _ in self.chunks():
+                pass
+        except Exception:  # noqa: BLE001 - the error is reported elsewhere
+            pass
+
+
+def iter_chunks(content: Readable, size: int = CHUNK_SIZE) -> Iterator[bytes]:
+    """Yield ``content`` in chunks of at most ``size`` bytes, none empty."""
+    read = getattr(content, "read", None)
+    try:
+        if read is not None:
+            while True:
+                chunk = read(size)
+                if not chunk:
+                    return
+                yield bytes(chunk)
+        else:
+            assert isinstance(content, Iterable)
+            for chunk in content:
+                for start in range(0, len(chunk), size):
+                    yield bytes(chunk[start:start + size])
+    finally:
+        close = getattr(content, "close", None)
+        if close is not None:
+            close()
