@@ -1,0 +1,3 @@
+"""Azure Blob Storage connectors for plakar, built on kloset_sdk."""
+
+__version__ = "1.0.0"
