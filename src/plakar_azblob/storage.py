@@ -1,0 +1,282 @@
+"""The azblob storage connector: a Kloset store kept in an Azure Blob container."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.blob import BlobBlock, BlobClient, StandardBlobTier, StorageStreamDownloader
+
+from kloset_sdk import (
+    AlreadyExistsError,
+    ConnectorError,
+    IncomingContent,
+    Mode,
+    NotFoundError,
+    PermissionDeniedError,
+    Range,
+    Readable,
+    Resource,
+    Store,
+    StoreFlag,
+)
+
+from . import layout
+from .client import account_url, container_client
+from .config import parse_config, sas_permissions
+from .errors import translate
+
+# Resources the ``tier`` option applies to (unless flagged HOT): the bulk data.
+TIERED = (Resource.PACKFILE, Resource.ECC_PACKFILE)
+_TIERS = {"hot": StandardBlobTier.HOT, "cool": StandardBlobTier.COOL,
+          "cold": StandardBlobTier.COLD}
+
+
+class AzureStore(Store):
+    """Objects are blobs named as by the official Go connector (see ``layout``)."""
+
+    type = "azblob"
+
+    def __init__(self, proto: str, config: Mapping[str, str]) -> None:
+        super().__init__(proto, config)
+        self.cfg = parse_config(config, "storage")
+        self.url = account_url(self.cfg)
+        url = urlsplit(self.url)
+        self.origin = url.netloc + url.path.rstrip("/")
+        self.root = "/" + self.cfg.prefix
+        self.client = container_client(self.cfg)
+        self._tier = _TIERS[self.cfg.tier] if self.cfg.tier else None
+        # Caps the upload buffers of all concurrent puts together (memory bound).
+        self._buffers = threading.BoundedSemaphore(max(4 * self.cfg.max_concurrency, 32))
+
+    # -- helpers --
+    def _fail(self, exc: BaseException, what: str) -> NoReturn:
+        # "from None": the Azure exception's text may hold a signed URL.
+        raise translate(exc, what, endpoint=self.url) from None
+
+    def _name(self, resource: Resource, mac: bytes) -> str:
+        try:
+            return layout.object_name(self.cfg.prefix, resource, mac)
+        except layout.LayoutError as exc:
+            raise ConnectorError(str(exc)) from None
+
+    def _tier_for(self, resource: Resource, flags: StoreFlag) -> StandardBlobTier | None:
+        if resource in TIERED and not flags & StoreFlag.HOT:
+            return self._tier
+        return None
+
+    # -- the store --
+    def create(self, config: bytes) -> None:
+        where = self.cfg.location
+        try:
+            self.client.create_container()
+        except ResourceExistsError:
+            pass  # created before, or by a concurrent create: CONFIG decides below
+        except Exception as exc:
+            e = translate(exc, f"cannot create the container for {where}", endpoint=self.url)
+            # A container-scoped SAS may not create containers; the container may exist anyway.
+            if not isinstance(e, PermissionDeniedError):
+                raise e from None
+        name = layout.config_name(self.cfg.prefix)
+        try:
+            # overwrite=False sends If-None-Match: *, so of two racing creates only one wins.
+            self.client.upload_blob(name, config, overwrite=False)
+        except ResourceExistsError:
+            raise AlreadyExistsError(f"a Kloset store already exists at {where}") from None
+        except Exception as exc:
+            self._fail(exc, f"cannot create a Kloset store at {where}")
+
+    def open(self) -> bytes:
+        name = layout.config_name(self.cfg.prefix)
+        try:
+            return self.client.download_blob(name).readall()
+        except Exception as exc:
+            e = translate(exc, f"cannot open the Kloset store at {self.cfg.location}",
+                          endpoint=self.url)
+            if isinstance(e, NotFoundError) and "ContainerNotFound" not in str(e):
+                e = NotFoundError(f"no Kloset store at {self.cfg.location}: CONFIG not found")
+            raise e from None
+
+    def ping(self) -> None:
+        what = f"cannot access {self.cfg.location}"
+        try:
+            self.client.get_container_properties()
+            return
+        except Exception as exc:
+            e = translate(exc, what, endpoint=self.url)
+            # A container SAS or anonymous access may list without reading properties.
+            if not isinstance(e, PermissionDeniedError) or \
+                    self.cfg.auth_method == "account_key":
+                raise e from None
+        try:
+            pages = self.client.list_blob_names(results_per_page=1).by_page()
+            next(pages, None)
+        except Exception as exc:
+            self._fail(exc, what)
+
+    def mode(self) -> Mode:
+        if self.cfg.auth_method == "anonymous":
+            return Mode.READ  # anonymous access never allows writes
+        token = self.cfg.sas()
+        perms = sas_permissions(token) if token else None
+        if perms is None:
+            return Mode.READ_WRITE  # not a SAS, or a SAS bound to a stored policy
+        mode = Mode.NONE
+        if "r" in perms:
+            mode |= Mode.READ
+        if "w" in perms:
+            mode |= Mode.WRITE
+        return mode
+
+    def size(self) -> int:
+        start = f"{self.cfg.prefix}/" if self.cfg.prefix else None
+        try:
+            return sum(b.size or 0 for b in self.client.list_blobs(name_starts_with=start))
+        except Exception as exc:
+            self._fail(exc, f"cannot measure {self.cfg.location}")
+
+    def list(self, resource: Resource, flags: StoreFlag) -> Iterable[bytes]:
+        try:
+            start = layout.resource_prefix(self.cfg.prefix, resource)
+        except layout.LayoutError as exc:
+            raise ConnectorError(str(exc)) from None
+        what = f'cannot list "{start}"'
+        try:
+            pages = self.client.list_blob_names(name_starts_with=start).by_page()
+            # The first page is fetched now so that errors come from list() itself.
+            first = list(next(pages, []))
+        except Exception as exc:
+            self._fail(exc, what)
+        return self._macs(start, first, pages, what)
+
+    def _macs(self, start: str, first: Iterable[str], pages: Iterator[Iterable[str]],
+              what: str) -> Iterator[bytes]:
+        page: Iterable[str] = first
+        while True:
+            for name in page:
+                if layout.is_fanout_dir(start, name):
+                    continue
+                try:
+                    yield layout.parse_name(start, name)
+                except layout.LayoutError as exc:
+                    raise ConnectorError(str(exc)) from None
+            try:
+                page = list(next(pages))
+            except StopIteration:
+                return
+            except Exception as exc:
+                self._fail(exc, what)
+
+    def put(self, resource: Resource, mac: bytes, content: IncomingContent,
+            flags: StoreFlag) -> int:
+        name = self._name(resource, mac)
+        blob = self.client.get_blob_client(name)
+        try:
+            return self._upload(blob, content, self._tier_for(resource, flags))
+        except Exception as exc:
+            self._fail(exc, f'cannot write blob "{name}"')
+
+    def _upload(self, blob: BlobClient, content: IncomingContent,
+                tier: StandardBlobTier | None) -> int:
+        size = self.cfg.block_size
+        tier_kw: dict[str, Any] = {"standard_blob_tier": tier} if tier else {}
+        self._buffers.acquire()
+        try:
+            first = content.read(size)
+            # One byte more tells a single-block object from a longer one.
+            peek = content.read(1) if len(first) == size else b""
+            if not peek:
+                blob.upload_blob(first, overwrite=True, **tier_kw)
+                return len(first)
+        except BaseException:
+            self._buffers.release()
+            raise
+        # The slot held for ``first`` passes to its staging.
+        return self._upload_blocks(blob, content, first, peek, tier_kw)
+
+    def _upload_blocks(self, blob: BlobClient, content: IncomingContent, block: bytes,
+                       carry: bytes, tier_kw: dict[str, Any]) -> int:
+        """Stage blocks with at most max_concurrency in flight, then commit them.
+
+        Staged blocks stay invisible until the commit, so a failed put leaves
+        no partial object (Azure discards uncommitted blocks).
+        """
+        size, window = self.cfg.block_size, self.cfg.max_concurrency
+        # Unique per put: concurrent puts of one name never mix their blocks.
+        tag = secrets.token_hex(8)
+        ids: list[str] = []
+        total = 0
+        pending: set[Future[Any]] = set()
+        pool = ThreadPoolExecutor(max_workers=window, thread_name_prefix="azblob-put")
+        try:
+            while True:
+                block_id = f"{tag}-{len(ids):06d}"
+                ids.append(block_id)
+                total += len(block)
+                future = pool.submit(blob.stage_block, block_id, block)
+                # Released also when cancelled, so a failure never leaks slots.
+                future.add_done_callback(lambda _: self._buffers.release())
+                pending.add(future)
+                del block
+                if len(pending) >= window:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for f in done:
+                        f.result()
+                self._buffers.acquire()
+                try:
+                    block = carry + content.read(size - len(carry))
+                    carry = b""
+                except BaseException:
+                    self._buffers.release()
+                    raise
+                if not block:
+                    self._buffers.release()
+                    break
+            for f in pending:
+                f.result()
+            pending.clear()
+            blob.commit_block_list([BlobBlock(i) for i in ids], **tier_kw)
+            return total
+        finally:
+            for f in pending:
+                f.cancel()
+            pool.shutdown(wait=True)
+
+    def get(self, resource: Resource, mac: bytes, range: Range | None,
+            flags: StoreFlag) -> Readable:
+        name = self._name(resource, mac)
+        what = f'blob "{name}"'
+        blob = self.client.get_blob_client(name)
+        try:
+            if range is not None and range.length == 0:
+                blob.get_blob_properties()  # still fail on a missing object
+                return []
+            if range is None:
+                downloader = blob.download_blob()
+            else:
+                downloader = blob.download_blob(offset=range.offset, length=range.length)
+        except Exception as exc:
+            self._fail(exc, what)
+        return self._chunks(downloader, what)
+
+    def _chunks(self, downloader: StorageStreamDownloader[bytes], what: str) -> Iterator[bytes]:
+        try:
+            yield from downloader.chunks()
+        except Exception as exc:
+            self._fail(exc, what)
+
+    def delete(self, resource: Resource, mac: bytes, flags: StoreFlag) -> None:
+        name = self._name(resource, mac)
+        try:
+            self.client.delete_blob(name)
+        except Exception as exc:
+            # A missing object is reported as NotFoundError, like the Go connector does.
+            self._fail(exc, f'cannot delete blob "{name}"')
+
+    def close(self) -> None:
+        self.client.close()
