@@ -1,0 +1,115 @@
+"""Blob properties and metadata as plakar extended attributes.
+
+A backed-up blob carries these extended attributes, each present only when
+the blob has a non-empty value for it; their values are UTF-8 text:
+
+==============================  =========================================
+``azure.content-type``          Content-Type
+``azure.content-encoding``      Content-Encoding
+``azure.content-language``      Content-Language
+``azure.content-disposition``   Content-Disposition
+``azure.cache-control``         Cache-Control
+``azure.content-md5``           Content-MD5, base64 as Azure shows it
+``azure.access-tier``           access tier (Hot, Cool, Cold, Archive),
+                                only when set on the blob, not inferred
+                                from the account's default
+``azure.blob-type``             BlockBlob, AppendBlob or PageBlob
+``azure.meta.<key>``            each user metadata entry ``<key>``
+==============================  =========================================
+
+On restore (with a plakar that sends extended attributes to exporters),
+the content settings, metadata and access tier are set back on the blob;
+``azure.blob-type`` is informative only (every blob is restored as a
+block blob), and attributes of other names are ignored.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from azure.storage.blob import BlobProperties, ContentSettings
+
+PREFIX = "azure."
+META_PREFIX = "azure.meta."
+ACCESS_TIER = "azure.access-tier"
+BLOB_TYPE = "azure.blob-type"
+CONTENT_MD5 = "azure.content-md5"
+CONTENT_TYPE = "azure.content-type"
+
+# Attribute name -> ContentSettings field.
+HEADERS = {
+    CONTENT_TYPE: "content_type",
+    "azure.content-encoding": "content_encoding",
+    "azure.content-language": "content_language",
+    "azure.content-disposition": "content_disposition",
+    "azure.cache-control": "cache_control",
+}
+
+# The most a single attribute value may weigh (Azure caps all of a blob's
+# metadata at 8 KiB).
+MAX_VALUE_SIZE = 64 * 1024
+
+
+def of_blob(blob: BlobProperties) -> dict[str, str]:
+    """The extended attributes of a listed blob, name -> value."""
+    attrs: dict[str, str] = {}
+    settings = blob.content_settings
+    for name, attr in HEADERS.items():
+        attrs[name] = getattr(settings, attr, None) or ""
+    md5 = settings.content_md5
+    attrs[CONTENT_MD5] = base64.b64encode(bytes(md5)).decode() if md5 else ""
+    attrs[ACCESS_TIER] = "" if blob.blob_tier_inferred else _text(blob.blob_tier)
+    attrs[BLOB_TYPE] = _text(blob.blob_type)
+    for key, value in (blob.metadata or {}).items():
+        attrs[META_PREFIX + key] = value
+    return {name: value for name, value in attrs.items() if value}
+
+
+def is_restorable(name: str) -> bool:
+    """Whether the exporter does something with attribute ``name``."""
+    return (name in HEADERS or name in (CONTENT_MD5, ACCESS_TIER)
+            or (name.startswith(META_PREFIX) and len(name) > len(META_PREFIX)))
+
+
+@dataclass
+class Restore:
+    """What a blob's extended attributes ask to set back on it."""
+
+    headers: dict[str, str] = field(default_factory=dict)  # ContentSettings field -> value
+    content_md5: bytes | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    tier: str | None = None
+
+    @classmethod
+    def of(cls, attrs: Mapping[str, str]) -> Restore:
+        restore = cls()
+        for name, value in attrs.items():
+            if name in HEADERS:
+                restore.headers[HEADERS[name]] = value
+            elif name == CONTENT_MD5:
+                restore.content_md5 = base64.b64decode(value, validate=True)
+            elif name == ACCESS_TIER:
+                restore.tier = value
+            elif name.startswith(META_PREFIX) and len(name) > len(META_PREFIX):
+                restore.metadata[name[len(META_PREFIX):]] = value
+        return restore
+
+    def settings(self, current: ContentSettings) -> ContentSettings | None:
+        """``current`` updated with our headers, or None if there is nothing to set."""
+        if not self.headers and self.content_md5 is None:
+            return None
+        fields = {attr: getattr(current, attr, None) for attr in HEADERS.values()}
+        fields.update(self.headers)
+        md5 = self.content_md5 if self.content_md5 is not None else current.content_md5
+        return ContentSettings(content_md5=bytearray(md5) if md5 else None, **fields)
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    return str(value)

@@ -1,0 +1,140 @@
+"""The azblob source connector: back up the blobs of a container (or of a prefix).
+
+Each blob ``NAME`` becomes the file ``/NAME`` (size, Last-Modified, mode
+0644), folders become directories (mode 0755, dated by the newest thing
+inside them), and the blob's properties and metadata become extended
+attributes (see :mod:`plakar_azblob.attributes`). The listing is streamed
+page by page; content is downloaded only when plakar opens a file, and only
+if the blob is still the version that was listed.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Mapping
+from functools import partial
+
+from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
+from azure.storage.blob import BlobProperties
+
+from kloset_sdk import ConnectorError, Importer, NotFoundError, Options, Record
+
+from . import attributes, paths
+from .client import account_url, container_client
+from .config import parse_config
+from .errors import translate
+from .ranges import read_ranges
+from .tree import Tree
+
+
+class AzureImporter(Importer):
+    type = "azblob"
+
+    def __init__(self, proto: str, config: Mapping[str, str], options: Options) -> None:
+        super().__init__(proto, config, options)
+        self._cfg = parse_config(config, "importer")
+        self._container = container_client(self._cfg)
+        self.origin = paths.origin(self._cfg)
+        self.root = paths.root(self._cfg)
+
+    def ping(self) -> None:
+        try:
+            for _ in self._container.list_blobs(results_per_page=1).by_page():
+                break
+        except AzureError as exc:
+            raise self._error(exc, f"cannot reach container {self._cfg.container!r}") from exc
+
+    def scan(self) -> Iterator[Record]:
+        tree = Tree(self._cfg.prefix)
+        for blob in self._listing():
+            yield from self._entry(tree, blob)
+        yield from tree.finish()
+
+    def close(self) -> None:
+        self._container.close()
+
+    # -- the listing --
+
+    def _listing(self) -> Iterator[BlobProperties]:
+        """Every blob under the prefix, one page in memory at a time."""
+        prefix = paths.listing_prefix(self._cfg)
+        blobs = iter(self._container.list_blobs(name_starts_with=prefix or None,
+                                                include=["metadata"]))
+        while True:
+            try:
+                blob = next(blobs)
+            except StopIteration:
+                return
+            except AzureError as exc:
+                raise self._error(exc, f"cannot list {self._cfg.location}") from exc
+            yield blob
+
+    def _entry(self, tree: Tree, blob: BlobProperties) -> Iterator[Record]:
+        name = blob.name
+        problem = paths.invalid_name(name[len(paths.listing_prefix(self._cfg)):])
+        if problem is not None:
+            yield Record.failure("/" + name, f"blob {name!r} is not a valid path: it has {problem}")
+        elif name.endswith("/"):
+            yield from tree.marker(name, blob.last_modified)
+        elif blob.size == 0 and _is_folder(blob):
+            yield from tree.folder(name, blob.last_modified)
+        elif _text(blob.blob_tier).lower() == "archive":
+            yield from tree.file(name, blob.last_modified, [Record.failure(
+                "/" + name, f"blob {name!r} is in the Archive tier: rehydrate it to back it up")])
+        else:
+            yield from tree.file(name, blob.last_modified, self._file(blob))
+
+    def _file(self, blob: BlobProperties) -> list[Record]:
+        """The file record of a blob, then one record per extended attribute."""
+        path = "/" + blob.name
+        attrs = {} if self.options.noxattr else attributes.of_blob(blob)
+        opener = partial(self._open, blob.name, blob.etag, blob.size)
+        records = [Record.file(path, size=blob.size, mod_time=blob.last_modified,
+                               opener=opener, xattrs=attrs)]
+        for name, value in attrs.items():
+            records.append(Record.xattr(path, name, partial(io.BytesIO, value.encode())))
+        return records
+
+    # -- content --
+
+    def _open(self, name: str, etag: str, size: int) -> Iterator[bytes]:
+        """The content of blob ``name`` as listed (same ETag), downloaded now."""
+        blob = self._container.get_blob_client(name)
+        try:
+            chunks = read_ranges(blob, etag, size, range_size=self._cfg.block_size,
+                                 max_concurrency=self._cfg.max_concurrency)
+        except Exception as exc:
+            raise self._read_error(name, exc) from exc
+        return self._reported(name, chunks)
+
+    def _reported(self, name: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        try:
+            yield from chunks
+        except Exception as exc:
+            raise self._read_error(name, exc) from exc
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+
+    def _read_error(self, name: str, exc: BaseException) -> ConnectorError:
+        if isinstance(exc, ResourceModifiedError | EOFError):
+            return ConnectorError(f"blob {name!r} changed or was deleted after it was listed: "
+                                  "not backed up this time (the next backup will see it as it "
+                                  "is then)")
+        if isinstance(exc, ResourceNotFoundError):
+            return NotFoundError(f"blob {name!r} was deleted after it was listed")
+        return self._error(exc, f"cannot read blob {name!r}")
+
+    def _error(self, exc: BaseException, what: str) -> ConnectorError:
+        return translate(exc, what, endpoint=account_url(self._cfg))
+
+
+def _is_folder(blob: BlobProperties) -> bool:
+    """A hierarchical-namespace directory, as the blob API lists it."""
+    return any(key.lower() == "hdi_isfolder" and value.lower() == "true"
+               for key, value in (blob.metadata or {}).items())
+
+
+def _text(value: object) -> str:
+    return str(getattr(value, "value", value) or "")
