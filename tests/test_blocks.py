@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import uuid
+from typing import Any
 
 import pytest
 from azure.core import MatchConditions
@@ -59,7 +60,7 @@ def test_overwrites_and_leaves_no_uncommitted_blocks(container: ContainerClient)
 @pytest.mark.parametrize("size", [10, 3 * MiB])
 def test_access_conditions_are_passed_on(container: ContainerClient, size: int) -> None:
     blob = container.get_blob_client(f"create-once-{size}")
-    once = {"match_condition": MatchConditions.IfMissing}
+    once: dict[str, Any] = {"match_condition": MatchConditions.IfMissing}
     upload_in_blocks(blob, io.BytesIO(b"1" * size), MiB, 2, **once)
     with pytest.raises(ResourceExistsError):
         upload_in_blocks(blob, io.BytesIO(b"2" * size), MiB, 2, **once)
