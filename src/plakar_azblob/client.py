@@ -7,6 +7,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
+from azure.core.credentials import AccessToken, AccessTokenInfo
+from azure.core.exceptions import ClientAuthenticationError
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import ContainerClient, ExponentialRetry
 from requests.adapters import HTTPAdapter
@@ -14,6 +16,7 @@ from urllib3.util.retry import Retry
 
 from . import __version__
 from .config import AzureConfig, connection_string_settings
+from .errors import TokenError, token_reason
 
 # The Azure SDK logs every request's headers at INFO; plakar shows our stderr.
 logging.getLogger("azure").setLevel(logging.WARNING)
@@ -22,6 +25,7 @@ logging.getLogger("azure.identity").setLevel(logging.ERROR)
 
 CONNECTION_TIMEOUT = 10  # seconds: a wrong endpoint must fail fast
 READ_TIMEOUT = 120  # seconds without a byte from the service
+IDENTITY_RETRIES = 1  # the token endpoint: one retry, then report
 DEV_STORAGE_URL = "http://127.0.0.1:10000/devstoreaccount1"
 
 
@@ -84,6 +88,34 @@ def client_options(cfg: AzureConfig) -> dict[str, Any]:
     }
 
 
+class _TokenCredential:
+    """Wraps an azure.identity credential so that a failure to get a token fails at once.
+
+    Without it the storage retry policy retries token failures with backoff,
+    and a wrong setup takes half a minute to report.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        try:
+            token: AccessToken = self.inner.get_token(*scopes, **kwargs)
+            return token
+        except ClientAuthenticationError as exc:
+            raise TokenError(token_reason(exc)) from None
+
+    def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
+        try:
+            info: AccessTokenInfo = self.inner.get_token_info(*scopes, options=options)
+            return info
+        except ClientAuthenticationError as exc:
+            raise TokenError(token_reason(exc)) from None
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 def credential(cfg: AzureConfig) -> Any:
     """The credential object for ``cfg`` (None for anonymous or a connection string)."""
     method = cfg.auth_method
@@ -96,14 +128,16 @@ def credential(cfg: AzureConfig) -> Any:
         from azure.identity import ClientSecretCredential, DefaultAzureCredential
 
         if cfg.tenant_id and cfg.client_id and cfg.client_secret:
-            return ClientSecretCredential(cfg.tenant_id, cfg.client_id, cfg.client_secret)
+            return _TokenCredential(ClientSecretCredential(
+                cfg.tenant_id, cfg.client_id, cfg.client_secret,
+                retry_total=IDENTITY_RETRIES, connection_timeout=CONNECTION_TIMEOUT))
         kwargs: dict[str, str] = {}
         if cfg.client_id:
             kwargs["managed_identity_client_id"] = cfg.client_id
             kwargs["workload_identity_client_id"] = cfg.client_id
         if cfg.tenant_id:
             kwargs["workload_identity_tenant_id"] = cfg.tenant_id
-        return DefaultAzureCredential(**kwargs)
+        return _TokenCredential(DefaultAzureCredential(**kwargs))
     return None
 
 

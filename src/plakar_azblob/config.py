@@ -125,7 +125,7 @@ def connection_string_settings(value: str) -> dict[str, str]:
         if not part:
             continue
         key, sep, val = part.partition("=")
-        if not sep or not key.strip():
+        if not sep or not re.fullmatch(r"[A-Za-z]+", key.strip()):
             raise ConfigError('malformed connection_string: expected key=value pairs '
                               'separated by ";"')
         settings[key.strip().upper()] = val.strip()

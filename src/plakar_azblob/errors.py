@@ -79,6 +79,13 @@ _SECRET_PARAM = re.compile(
 _PATH_QUERY = re.compile(r"(/[^\s?'\"<>]*)\?[^\s'\"<>]*")
 
 
+class TokenError(Exception):
+    """A Microsoft Entra ID token could not be obtained; the message is a short reason.
+
+    Deliberately not an AzureError: the storage pipeline would retry it with backoff.
+    """
+
+
 def scrub(text: str, limit: int = 200) -> str:
     """First line of ``text`` with URL queries and secret-looking values removed."""
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
@@ -134,10 +141,12 @@ def translate(exc: BaseException, what: str, *, endpoint: str | None = None) -> 
     if isinstance(exc, ConnectorError):
         return exc
     where = f" {endpoint}" if endpoint else " the Azure endpoint"
+    if isinstance(exc, TokenError):
+        return PermissionDeniedError(f"{what}: cannot get a Microsoft Entra ID token: {exc}")
     if isinstance(exc, ClientAuthenticationError) and exc.status_code is None:
         # No HTTP status: azure.identity could not obtain a token.
         return PermissionDeniedError(f"{what}: cannot get a Microsoft Entra ID token: "
-                                     f"{_token_reason(exc)}")
+                                     f"{token_reason(exc)}")
     if isinstance(exc, HttpResponseError):
         reason = _http_reason(exc)
         if isinstance(exc, ResourceNotFoundError) or exc.status_code == 404:
@@ -158,7 +167,8 @@ def translate(exc: BaseException, what: str, *, endpoint: str | None = None) -> 
     return ConnectorError(f"{what}: {type(exc).__name__}" + (f": {text}" if text else ""))
 
 
-def _token_reason(exc: ClientAuthenticationError) -> str:
+def token_reason(exc: ClientAuthenticationError) -> str:
+    """A one-line reason for an azure.identity failure."""
     text = str(exc.message or "")
     if "DefaultAzureCredential failed" in text:
         return ("no credential available (set tenant_id, client_id and client_secret, "

@@ -41,6 +41,7 @@ class AzureStore(Store):
     """Objects are blobs named as by the official Go connector (see ``layout``)."""
 
     type = "azblob"
+    list_page_size = 5000  # names per listing request (the service maximum)
 
     def __init__(self, proto: str, config: Mapping[str, str]) -> None:
         super().__init__(proto, config)
@@ -147,7 +148,8 @@ class AzureStore(Store):
             raise ConnectorError(str(exc)) from None
         what = f'cannot list "{start}"'
         try:
-            pages = self.client.list_blob_names(name_starts_with=start).by_page()
+            pages = self.client.list_blob_names(
+                name_starts_with=start, results_per_page=self.list_page_size).by_page()
             # The first page is fetched now so that errors come from list() itself.
             first = list(next(pages, []))
         except Exception as exc:
@@ -186,6 +188,7 @@ class AzureStore(Store):
         size = self.cfg.block_size
         tier_kw: dict[str, Any] = {"standard_blob_tier": tier} if tier else {}
         self._buffers.acquire()
+        handed_over = False
         try:
             first = content.read(size)
             # One byte more tells a single-block object from a longer one.
@@ -193,10 +196,11 @@ class AzureStore(Store):
             if not peek:
                 blob.upload_blob(first, overwrite=True, **tier_kw)
                 return len(first)
-        except BaseException:
-            self._buffers.release()
-            raise
-        # The slot held for ``first`` passes to its staging.
+            # The slot held for ``first`` passes to its staging.
+            handed_over = True
+        finally:
+            if not handed_over:
+                self._buffers.release()
         return self._upload_blocks(blob, content, first, peek, tier_kw)
 
     def _upload_blocks(self, blob: BlobClient, content: IncomingContent, block: bytes,
