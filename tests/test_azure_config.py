@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from azure.core.exceptions import HttpResponseError, ServiceRequestError
 
-from kloset_sdk import ConfigError
+from kloset_sdk import ConfigError, ConnectorError, NotFoundError
 from plakar_azblob.client import account_url
 from plakar_azblob.config import AzureConfig, parse_config, sas_permissions
+from plakar_azblob.errors import scrub, translate
 
 KEY = "c2VjcmV0LWtleS1ub3QtZm9yLXlvdXItZXllcw=="
 CONN = (f"DefaultEndpointsProtocol=https;AccountName=myacct;AccountKey={KEY};"
@@ -344,3 +346,29 @@ def test_secrets_never_in_repr() -> None:
         assert "CLIENTSECRET" not in text
         assert "AccountKey" not in text
         assert "myacct" in text  # the non-secret fields are still shown
+
+
+# -- error translation (errors.translate) --
+
+def test_translate_strips_signed_urls() -> None:
+    url = "https://acct.blob.core.windows.net/c/b?sv=2024&sp=rw&sig=TOPSECRETSIG%3D"
+    exc = ServiceRequestError(f"HTTPSConnectionPool(host='acct.blob.core.windows.net'): Max "
+                              f"retries exceeded with url: {url} (Caused by NewConnectionError"
+                              "('[Errno 111] Connection refused'))")
+    err = translate(exc, "cannot access azblob://c", endpoint="https://acct.blob.core.windows.net")
+    assert type(err) is ConnectorError
+    assert str(err) == ("cannot access azblob://c: cannot reach "
+                        "https://acct.blob.core.windows.net: connection refused")
+
+    exc2 = HttpResponseError(message=f"Weird failure at {url}\nsecond line AccountKey=KEYKEY")
+    err = translate(exc2, "get x")
+    assert "TOPSECRETSIG" not in str(err) and "KEYKEY" not in str(err)
+    assert str(err) == "get x: Weird failure at https://acct.blob.core.windows.net/c/b"
+
+
+def test_translate_plain_exceptions() -> None:
+    assert str(translate(ValueError("bad value"), "put x")) == "put x: ValueError: bad value"
+    original = NotFoundError("already translated")
+    assert translate(original, "ignored") is original
+    assert scrub("see /c/b?sig=abc&x=1 and sig=zzz") == "see /c/b and sig=REDACTED"
+    assert len(scrub("x" * 500)) == 200
