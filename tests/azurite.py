@@ -24,7 +24,8 @@ def free_port() -> int:
 
 
 def azurite_bin() -> str:
-    found = os.environ.get("AZURITE_BIN") or str(ROOT / ".tools/azurite/node_modules/.bin/azurite-blob")
+    default = ROOT / ".tools/azurite/node_modules/.bin/azurite-blob"
+    found = os.environ.get("AZURITE_BIN") or str(default)
     if not Path(found).exists():
         found = shutil.which("azurite-blob") or found
     return found

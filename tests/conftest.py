@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from azurite import Azurite, start_azurite  # noqa: E402
+from azurite import Azurite, start_azurite
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ and calls :func:`serve` from its executable; the SDK speaks plakar's gRPC
 plugin protocol over the process's stdin/stdout.
 """
 
+from . import filemode
 from .content import CHUNK_SIZE, IncomingContent, iter_chunks
 from .errors import (
     AlreadyExistsError,
@@ -43,6 +44,7 @@ __all__ = [
     "Store",
     "StoreFlag",
     "XattrType",
+    "filemode",
     "iter_chunks",
     "serve",
 ]

@@ -65,7 +65,7 @@ def record_from_proto(msg: pb.Record) -> Record:
         error=msg.error,
         is_xattr=msg.isXattr,
         xattr_name=msg.xattrName,
-        xattr_type=XattrType.ADS if msg.xattrType == XattrType.ADS else XattrType.EXTENDED,
+        xattr_type=XattrType.ADS if int(msg.xattrType) == XattrType.ADS else XattrType.EXTENDED,
         target=msg.target,
         extended_attributes=tuple(msg.extendedAttributes),
         file_attributes=msg.fileAttributes,

@@ -14,16 +14,17 @@ CHUNK_SIZE = 1 << 20  # plakar's chunk size, both directions (protocol §1)
 class IncomingContent(io.RawIOBase):
     """Content arriving from plakar, readable while it arrives.
 
-    The SDK feeds chunks in from the gRPC stream; the connector reads them in
-    another thread. The queue is bounded so a slow connector slows plakar
-    down instead of filling memory.
+    Either the SDK feeds chunks in from another thread (``feed``/``finish``,
+    through a bounded queue, so a slow connector slows plakar down instead of
+    filling memory), or the content pulls them from ``source`` as it is read.
     """
 
     _EOF = b""
 
-    def __init__(self, max_chunks: int = 8) -> None:
+    def __init__(self, max_chunks: int = 8, source: Iterator[bytes] | None = None) -> None:
         super().__init__()
         self._queue: queue.Queue[bytes | BaseException] = queue.Queue(max_chunks)
+        self._source = source
         self._pending = memoryview(b"")
         self._done = False
         self.received = 0
@@ -47,7 +48,13 @@ class IncomingContent(io.RawIOBase):
     def _next(self) -> bool:
         if self._done:
             return False
-        item = self._queue.get()
+        item: bytes | BaseException
+        if self._source is not None:
+            # Skip empty chunks: only the end of the source ends the content.
+            item = next((c for c in self._source if c), self._EOF)
+            self.received += len(item)
+        else:
+            item = self._queue.get()
         if isinstance(item, BaseException):
             self._done = True
             raise item
@@ -95,7 +102,7 @@ class IncomingContent(io.RawIOBase):
         try:
             for _ in self.chunks():
                 pass
-        except Exception:  # noqa: BLE001 - the error is reported elsewhere
+        except Exception:
             pass
 
 

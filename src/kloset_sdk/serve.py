@@ -2,9 +2,83 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+import grpc
+
+from ._exporter_service import ExporterService
+from ._importer_service import ImporterService
+from ._proto import exporter_pb2_grpc, importer_pb2_grpc, store_pb2_grpc
+from ._store_service import StoreService
+from .transport import serve_stdio
+
+LOG_ENV = "KLOSET_LOG"
+# Threads serving RPCs: an Import or Export stream holds one for its whole
+# life and each concurrent Open/Get/Put another; created only when needed.
+MAX_WORKERS = 256
+# plakar never sends messages over 4 MiB; allow some headroom on our side.
+_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 16 << 20),
+    ("grpc.max_send_message_length", 16 << 20),
+]
+
+KINDS = ("importer", "exporter", "storage")
+
+
+def setup_logging() -> None:
+    """Log to stderr (plakar shows it); quiet unless KLOSET_LOG asks otherwise."""
+    level_name = os.environ.get(LOG_ENV, "warning").upper()
+    level = getattr(logging, level_name, logging.WARNING)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def build_server(kind: str, factory: Callable[..., Any]) -> tuple[grpc.Server, Any]:
+    """A gRPC server with the servicer of ``kind`` (importer, exporter or storage)."""
+    server = grpc.server(ThreadPoolExecutor(MAX_WORKERS, thread_name_prefix="rpc"),
+                         options=_CHANNEL_OPTIONS)
+    service: Any
+    if kind == "importer":
+        service = ImporterService(factory)
+        importer_pb2_grpc.add_ImporterServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+    elif kind == "exporter":
+        service = ExporterService(factory)
+        exporter_pb2_grpc.add_ExporterServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+    elif kind in ("storage", "store"):
+        service = StoreService(factory)
+        store_pb2_grpc.add_StoreServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+    else:
+        raise ValueError(f"unknown connector kind {kind!r} (expected one of {', '.join(KINDS)})")
+    return server, service
 
 
 def serve(kind: str, factory: Callable[..., Any]) -> None:
-    raise NotImplementedError("serve is being written")
+    """Serve the connector built by ``factory`` on stdio, then exit the process.
+
+    ``kind`` is "importer", "exporter" or "storage"; ``factory`` is called on
+    plakar's Init with ``(proto, config, options)`` (``(proto, config)`` for
+    a store) and returns the connector. Never returns: the process exits as
+    soon as plakar closes stdin.
+    """
+    setup_logging()
+    server, _ = build_server(kind, factory)
+    code = 0
+    try:
+        serve_stdio(server)
+    except Exception:
+        logging.getLogger("kloset_sdk").exception("transport failed")
+        code = 1
+    finally:
+        logging.shutdown()
+        sys.stderr.flush()
+        # Connector threads may still be blocked in network calls: exit now,
+        # since plakar waits for this process before it can finish.
+        os._exit(code)

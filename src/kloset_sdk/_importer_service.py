@@ -1,0 +1,125 @@
+"""gRPC servicer of the importer protocol (protocol page §5)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from ._convert import record_to_proto, result_from_proto
+from ._proto import importer_pb2 as pb
+from ._proto import importer_pb2_grpc as pb_grpc
+from ._status import abort
+from .content import iter_chunks
+from .errors import ConnectorError, NotFoundError
+from .importer import Importer
+from .options import Options
+from .records import Opener
+
+log = logging.getLogger("kloset_sdk")
+
+ImporterFactory = Callable[[str, dict[str, str], Options], Importer]
+
+
+def options_from_proto(msg: Any) -> Options:
+    return Options(
+        hostname=msg.hostname, os=msg.os, arch=msg.arch, cwd=msg.cwd,
+        max_concurrency=int(msg.maxconcurrency), excludes=tuple(msg.excludes),
+        noxattr=msg.noxattr,
+    )
+
+
+class ImporterService(pb_grpc.ImporterServicer):
+    def __init__(self, factory: ImporterFactory) -> None:
+        self._factory = factory
+        self._importer: Importer | None = None
+        # Openers of records plakar has neither opened nor acknowledged yet.
+        self._openers: dict[str, Opener] = {}
+        self._lock = threading.Lock()
+
+    def _get(self, context: Any) -> Importer:
+        if self._importer is None:
+            raise ConnectorError("the importer was used before Init")
+        return self._importer
+
+    def Init(self, request: pb.InitRequest, context: Any) -> pb.InitResponse:
+        try:
+            imp = self._factory(request.proto, dict(request.config),
+                                options_from_proto(request.options))
+        except Exception as exc:
+            abort(context, exc, "Init")
+        self._importer = imp
+        return pb.InitResponse(origin=imp.origin, type=imp.type, root=imp.root,
+                               flags=int(imp.flags))
+
+    def Ping(self, request: pb.PingRequest, context: Any) -> pb.PingResponse:
+        try:
+            self._get(context).ping()
+        except Exception as exc:
+            abort(context, exc, "Ping")
+        return pb.PingResponse()
+
+    def Import(self, request_iterator: Iterator[pb.ImportRequest],
+               context: Any) -> Iterator[pb.ImportResponse]:
+        try:
+            imp = self._get(context)
+        except ConnectorError as exc:
+            abort(context, exc, "Import")
+        acks = threading.Thread(target=self._consume_acks, args=(imp, request_iterator),
+                                name="import-acks", daemon=True)
+        acks.start()
+        try:
+            for record in imp.scan():
+                if record.opener is not None and not record.error:
+                    with self._lock:
+                        self._openers[record.key] = record.opener
+                yield pb.ImportResponse(record=record_to_proto(record))
+        except Exception as exc:
+            abort(context, exc, "Import")
+        yield pb.ImportResponse(finished=True)
+        # The stream stays open until plakar has sent its last acknowledgement.
+        acks.join()
+
+    def _consume_acks(self, imp: Importer, requests: Iterator[pb.ImportRequest]) -> None:
+        try:
+            for request in requests:
+                result = result_from_proto(request.result)
+                with self._lock:
+                    self._openers.pop(result.record.key, None)
+                imp.acknowledge(result)
+        except grpc.RpcError:
+            pass  # plakar went away; the RPC is already over
+        except Exception:
+            log.exception("acknowledgement handling failed")
+
+    def Open(self, request: pb.OpenRequest, context: Any) -> Iterator[pb.OpenResponse]:
+        rec = request.record
+        key = rec.pathname
+        if rec.isXattr:
+            sep = "@" if rec.xattrType == 1 else ":"
+            key = f"xattr:{rec.pathname}{sep}{rec.xattrName}"
+        with self._lock:
+            opener = self._openers.get(key)
+        if opener is None:
+            abort(context, NotFoundError(f"{key}: does not exist"), "Open")
+        try:
+            for chunk in iter_chunks(opener()):
+                if not context.is_active():
+                    return  # plakar cancelled this read
+                yield pb.OpenResponse(chunk=chunk)
+        except Exception as exc:
+            abort(context, exc, "Open")
+
+    def Close(self, request: pb.CloseRequest, context: Any) -> pb.CloseResponse:
+        imp, self._importer = self._importer, None
+        with self._lock:
+            self._openers.clear()
+        if imp is not None:
+            try:
+                imp.close()
+            except Exception as exc:
+                abort(context, exc, "Close")
+        return pb.CloseResponse()

@@ -1,0 +1,140 @@
+"""gRPC servicer of the storage protocol (protocol page §7)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ._proto import store_pb2 as pb
+from ._proto import store_pb2_grpc as pb_grpc
+from ._status import abort
+from .content import IncomingContent, iter_chunks
+from .errors import ConnectorError
+from .storage import Range, Resource, Store, StoreFlag
+
+StoreFactory = Callable[[str, dict[str, str]], Store]
+MAC_SIZE = 32
+
+
+def _resource(value: int) -> Resource:
+    try:
+        return Resource(value)
+    except ValueError:
+        raise ConnectorError(f"unknown storage resource type {value}") from None
+
+
+def _mac(value: bytes) -> bytes:
+    if len(value) != MAC_SIZE:
+        raise ConnectorError(f"invalid MAC of {len(value)} bytes (expected {MAC_SIZE})")
+    return bytes(value)
+
+
+class StoreService(pb_grpc.StoreServicer):
+    def __init__(self, factory: StoreFactory) -> None:
+        self._factory = factory
+        self._store: Store | None = None
+
+    def _get(self, context: Any) -> Store:
+        if self._store is None:
+            raise ConnectorError("the store was used before Init")
+        return self._store
+
+    def Init(self, request: pb.InitRequest, context: Any) -> pb.InitResponse:
+        try:
+            store = self._factory(request.proto, dict(request.config))
+        except Exception as exc:
+            abort(context, exc, "Init")
+        self._store = store
+        return pb.InitResponse(origin=store.origin, type=store.type, root=store.root,
+                               flags=int(store.flags))
+
+    def Create(self, request: pb.CreateRequest, context: Any) -> pb.CreateResponse:
+        try:
+            self._get(context).create(bytes(request.config))
+        except Exception as exc:
+            abort(context, exc, "Create")
+        return pb.CreateResponse()
+
+    def Open(self, request: pb.OpenRequest, context: Any) -> pb.OpenResponse:
+        try:
+            return pb.OpenResponse(config=self._get(context).open())
+        except Exception as exc:
+            abort(context, exc, "Open")
+
+    def Ping(self, request: pb.PingRequest, context: Any) -> pb.PingResponse:
+        try:
+            self._get(context).ping()
+        except Exception as exc:
+            abort(context, exc, "Ping")
+        return pb.PingResponse()
+
+    def Mode(self, request: pb.ModeRequest, context: Any) -> pb.ModeResponse:
+        try:
+            return pb.ModeResponse(mode=int(self._get(context).mode()))
+        except Exception as exc:
+            abort(context, exc, "Mode")
+
+    def Size(self, request: pb.SizeRequest, context: Any) -> pb.SizeResponse:
+        try:
+            return pb.SizeResponse(size=self._get(context).size())
+        except Exception as exc:
+            abort(context, exc, "Size")
+
+    def List(self, request: pb.ListRequest, context: Any) -> pb.ListResponse:
+        try:
+            store = self._get(context)
+            macs = [_mac(m) for m in store.list(_resource(request.type), StoreFlag(request.flags))]
+        except Exception as exc:
+            abort(context, exc, "List")
+        return pb.ListResponse(macs=macs)
+
+    def Put(self, request_iterator: Iterator[pb.PutRequest], context: Any) -> pb.PutResponse:
+        try:
+            first = next(request_iterator, None)
+            if first is None:
+                raise ConnectorError("Put received no object header")
+            resource, mac = _resource(first.type), _mac(first.mac)
+            # The object's bytes are pulled from the stream as the store reads them.
+            content = IncomingContent(source=_chunks(first, request_iterator))
+            written = self._get(context).put(resource, mac, content, StoreFlag(first.flags))
+            content.drain()
+        except Exception as exc:
+            abort(context, exc, "Put")
+        return pb.PutResponse(bytes_written=written)
+
+    def Get(self, request: pb.GetRequest, context: Any) -> Iterator[pb.GetResponse]:
+        try:
+            rng = None
+            if request.HasField("range"):
+                rng = Range(request.range.offset, request.range.length)
+            data = self._get(context).get(_resource(request.type), _mac(request.mac), rng,
+                                          StoreFlag(request.flags))
+            for chunk in iter_chunks(data):
+                if not context.is_active():
+                    return
+                yield pb.GetResponse(chunk=chunk)
+        except Exception as exc:
+            abort(context, exc, "Get")
+
+    def Delete(self, request: pb.DeleteRequest, context: Any) -> pb.DeleteResponse:
+        try:
+            self._get(context).delete(_resource(request.type), _mac(request.mac),
+                                      StoreFlag(request.flags))
+        except Exception as exc:
+            abort(context, exc, "Delete")
+        return pb.DeleteResponse()
+
+    def Close(self, request: pb.CloseRequest, context: Any) -> pb.CloseResponse:
+        store, self._store = self._store, None
+        if store is not None:
+            try:
+                store.close()
+            except Exception as exc:
+                abort(context, exc, "Close")
+        return pb.CloseResponse()
+
+
+def _chunks(first: pb.PutRequest, rest: Iterator[pb.PutRequest]) -> Iterator[bytes]:
+    yield first.chunk  # plakar sends none here, but the protocol does not forbid it
+    for request in rest:
+        yield request.chunk
