@@ -9,6 +9,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from azurite import Azurite, start_azurite
+from plakar_env import PlakarEnv
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +19,12 @@ def azurite() -> Iterator[Azurite]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def plakar() -> Iterator[PlakarEnv]:
+    env = PlakarEnv()
+    try:
+        yield env
+    finally:
+        env.stop()

@@ -10,7 +10,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from kloset_sdk import (
@@ -29,6 +29,7 @@ from kloset_sdk import (
     filemode,
     serve,
 )
+from kloset_sdk.records import EPOCH
 
 
 def _root(config: Mapping[str, str]) -> Path:
@@ -42,7 +43,13 @@ def _root(config: Mapping[str, str]) -> Path:
 
 
 def _mtime(st: os.stat_result) -> datetime:
-    return datetime.fromtimestamp(st.st_mtime_ns / 1e9, tz=UTC)
+    # Integer arithmetic (floats lose the last microsecond), rounded up like plakar.
+    return EPOCH + timedelta(microseconds=-(-st.st_mtime_ns // 1000))
+
+
+def _set_mtime(path: Path, when: datetime) -> None:
+    ns = (when - EPOCH) // timedelta(microseconds=1) * 1000
+    os.utime(path, ns=(ns, ns), follow_symlinks=False)
 
 
 class DirImporter(Importer):
@@ -108,8 +115,7 @@ class DirExporter(Exporter):
             for chunk in content.chunks():
                 out.write(chunk)
         os.chmod(partial, filemode.perm(info.mode))
-        ts = info.mod_time.timestamp()
-        os.utime(partial, (ts, ts))
+        _set_mtime(partial, info.mod_time)
         partial.rename(target)
 
     def close(self) -> None:
@@ -117,8 +123,7 @@ class DirExporter(Exporter):
         for target, record in sorted(self._dirs, key=lambda d: -len(d[0].parts)):
             assert record.file_info is not None
             os.chmod(target, filemode.perm(record.file_info.mode))
-            ts = record.file_info.mod_time.timestamp()
-            os.utime(target, (ts, ts))
+            _set_mtime(target, record.file_info.mod_time)
 
 
 class DirStore(Store):
