@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -19,7 +20,8 @@ PASSPHRASE = "plakar-azblob-tests"
 def plakar_bin() -> str:
     found = os.environ.get("PLAKAR_BIN", "")
     if not found:
-        found = next(iter(sorted((ROOT / ".tools").glob("plakar-*/bin/plakar"))), Path("")).__str__()
+        built = sorted((ROOT / ".tools").glob("plakar-*/bin/plakar"))
+        found = str(built[-1]) if built else ""
     if not found or not Path(found).exists():
         raise RuntimeError("plakar is not built: run `make plakar`")
     return found
@@ -96,10 +98,8 @@ class PlakarEnv:
             time.sleep(0.1)
         left = self.plugin_processes()
         for pid in left:
-            try:
+            with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
         shutil.rmtree(self.root, ignore_errors=True)
         assert not left, f"processes left behind: {left}"
 
