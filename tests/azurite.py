@@ -46,12 +46,13 @@ class Azurite:
                 f"BlobEndpoint={self.endpoint};")
 
     def stop(self) -> None:
+        """Stop the whole process group (in memory: nothing to flush)."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            os.killpg(self.process.pid, signal.SIGINT)
             try:
-                self.process.wait(5)
+                self.process.wait(1)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
 
 
