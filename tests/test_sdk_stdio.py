@@ -6,6 +6,7 @@ import hashlib
 import os
 import queue
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -281,3 +282,39 @@ def test_exits_when_killed_mid_stream(
     call = stub.Get(spb.GetRequest(mac=mac, type=spb.STORAGE_RESOURCE_PACKFILE), timeout=30)
     next(call)
     assert plugin.close_stdin() < 1.0
+
+
+NOISY = """
+import os, sys
+sys.path.insert(0, {tests!r})
+from pydir_connector import DirStore
+from kloset_sdk import serve
+
+class Noisy(DirStore):
+    def __init__(self, proto, config):
+        print("a stray print")
+        os.write(1, b"a raw write to fd 1\\n")
+        super().__init__(proto, config)
+
+    def ping(self):
+        raise RuntimeError("boom")
+
+serve("storage", Noisy)
+"""
+
+
+def test_stray_output_cannot_corrupt_the_stream(
+    tmp_path: Path, private_tmp: dict[str, str]
+) -> None:
+    code = NOISY.format(tests=str(Path(__file__).parent))
+    plugin = StdioPlugin([sys.executable, "-c", code], {**private_tmp, "KLOSET_LOG": "debug"})
+    stub = spb_grpc.StoreStub(plugin.channel)
+    stub.Init(spb.InitRequest(proto="pydir", config={"location": f"pydir://{tmp_path}"}),
+              timeout=10)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Ping(spb.PingRequest(), timeout=10)
+    assert err.value.details() == "RuntimeError: boom"
+    assert stub.Mode(spb.ModeRequest(), timeout=10).mode == 6  # the stream is intact
+    assert plugin.close_stdin() < 1.0
+    assert "a stray print" in plugin.stderr and "a raw write to fd 1" in plugin.stderr
+    assert "Traceback" in plugin.stderr  # at debug level only
