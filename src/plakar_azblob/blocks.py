@@ -25,6 +25,21 @@ class Reader(Protocol):
     def read(self, size: int, /) -> bytes: ...
 
 
+class Slots(Protocol):
+    """A semaphore counting block buffers (``threading.Semaphore`` fits)."""
+
+    def acquire(self) -> bool: ...
+    def release(self) -> None: ...
+
+
+class _NoLimit:
+    def acquire(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+
 def block_size_for(size_hint: int | None, block_size: int) -> int:
     """The block size to use: ``block_size``, grown so that ``size_hint``
     bytes fit in Azure's 50,000 blocks."""
@@ -40,6 +55,7 @@ def upload_in_blocks(
     max_concurrency: int,
     *,
     size_hint: int | None = None,
+    buffers: Slots | None = None,
     **kwargs: Any,
 ) -> int:
     """Write everything ``reader`` yields to ``blob``; return the byte count.
@@ -50,19 +66,32 @@ def upload_in_blocks(
     settings, metadata, tier, and access conditions such as
     ``match_condition=MatchConditions.IfMissing`` (create only; give it no
     ``etag``: the Azure SDK would pass that on to the HTTP layer). ``size_hint``,
-    when known, lets huge content grow the block size to fit.
+    when known, lets huge content grow the block size to fit. ``buffers``,
+    shared by concurrent uploads, caps the blocks they hold in memory together:
+    one slot is taken before each block is read and given back once it is sent.
     """
     block_size = block_size_for(size_hint, block_size)
-    first = reader.read(block_size)
-    if len(first) < block_size:
-        blob.upload_blob(first, length=len(first), overwrite=True, **kwargs)
-        return len(first)
-    return _staged(blob, reader, first, block_size, max(1, max_concurrency), kwargs)
+    slots: Slots = buffers if buffers is not None else _NoLimit()
+    slots.acquire()
+    handed_over = False
+    try:
+        first = reader.read(block_size)
+        # One byte more tells content of exactly one block from a longer one.
+        carry = reader.read(1) if len(first) == block_size else b""
+        if not carry:
+            blob.upload_blob(first, length=len(first), overwrite=True, **kwargs)
+            return len(first)
+        handed_over = True  # the slot now belongs to the first block's staging
+    finally:
+        if not handed_over:
+            slots.release()
+    return _staged(blob, reader, first, carry, block_size, max(1, max_concurrency), kwargs,
+                   slots)
 
 
 def _staged(
-    blob: BlobClient, reader: Reader, first: bytes, block_size: int, window: int,
-    commit_kwargs: dict[str, Any],
+    blob: BlobClient, reader: Reader, first: bytes, carry: bytes, block_size: int,
+    window: int, commit_kwargs: dict[str, Any], slots: Slots,
 ) -> int:
     token = secrets.token_hex(8)  # so that a concurrent upload's blocks never mix with ours
     ids: list[str] = []
@@ -79,9 +108,20 @@ def _staged(
             ids.append(block_id)
             if len(in_flight) >= window:
                 in_flight.popleft().result()
-            in_flight.append(pool.submit(blob.stage_block, block_id, data, length=len(data)))
+            future = pool.submit(blob.stage_block, block_id, data, length=len(data))
+            # Runs on success, failure and cancellation alike: no slot ever leaks.
+            future.add_done_callback(lambda _: slots.release())
+            in_flight.append(future)
             total += len(data)
-            data = reader.read(block_size)
+            slots.acquire()
+            try:
+                data = carry + reader.read(block_size - len(carry))
+                carry = b""
+            except BaseException:
+                slots.release()
+                raise
+            if not data:
+                slots.release()
         while in_flight:
             in_flight.popleft().result()
     finally:

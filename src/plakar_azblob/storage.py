@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import secrets
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from azure.core.exceptions import ResourceExistsError
-from azure.storage.blob import BlobBlock, BlobClient, StandardBlobTier, StorageStreamDownloader
+from azure.storage.blob import BlobClient, StandardBlobTier, StorageStreamDownloader
 
 from kloset_sdk import (
     AlreadyExistsError,
@@ -27,6 +25,7 @@ from kloset_sdk import (
 )
 
 from . import layout
+from .blocks import upload_in_blocks
 from .client import account_url, container_client
 from .config import parse_config, sas_permissions
 from .errors import translate
@@ -185,71 +184,9 @@ class AzureStore(Store):
 
     def _upload(self, blob: BlobClient, content: IncomingContent,
                 tier: StandardBlobTier | None) -> int:
-        size = self.cfg.block_size
         tier_kw: dict[str, Any] = {"standard_blob_tier": tier} if tier else {}
-        self._buffers.acquire()
-        handed_over = False
-        try:
-            first = content.read(size)
-            # One byte more tells a single-block object from a longer one.
-            peek = content.read(1) if len(first) == size else b""
-            if not peek:
-                blob.upload_blob(first, overwrite=True, **tier_kw)
-                return len(first)
-            # The slot held for ``first`` passes to its staging.
-            handed_over = True
-        finally:
-            if not handed_over:
-                self._buffers.release()
-        return self._upload_blocks(blob, content, first, peek, tier_kw)
-
-    def _upload_blocks(self, blob: BlobClient, content: IncomingContent, block: bytes,
-                       carry: bytes, tier_kw: dict[str, Any]) -> int:
-        """Stage blocks with at most max_concurrency in flight, then commit them.
-
-        Staged blocks stay invisible until the commit, so a failed put leaves
-        no partial object (Azure discards uncommitted blocks).
-        """
-        size, window = self.cfg.block_size, self.cfg.max_concurrency
-        # Unique per put: concurrent puts of one name never mix their blocks.
-        tag = secrets.token_hex(8)
-        ids: list[str] = []
-        total = 0
-        pending: set[Future[Any]] = set()
-        pool = ThreadPoolExecutor(max_workers=window, thread_name_prefix="azblob-put")
-        try:
-            while True:
-                block_id = f"{tag}-{len(ids):06d}"
-                ids.append(block_id)
-                total += len(block)
-                future = pool.submit(blob.stage_block, block_id, block)
-                # Released also when cancelled, so a failure never leaks slots.
-                future.add_done_callback(lambda _: self._buffers.release())
-                pending.add(future)
-                del block
-                if len(pending) >= window:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for f in done:
-                        f.result()
-                self._buffers.acquire()
-                try:
-                    block = carry + content.read(size - len(carry))
-                    carry = b""
-                except BaseException:
-                    self._buffers.release()
-                    raise
-                if not block:
-                    self._buffers.release()
-                    break
-            for f in pending:
-                f.result()
-            pending.clear()
-            blob.commit_block_list([BlobBlock(i) for i in ids], **tier_kw)
-            return total
-        finally:
-            for f in pending:
-                f.cancel()
-            pool.shutdown(wait=True)
+        return upload_in_blocks(blob, content, self.cfg.block_size, self.cfg.max_concurrency,
+                                buffers=self._buffers, **tier_kw)
 
     def get(self, resource: Resource, mac: bytes, range: Range | None,
             flags: StoreFlag) -> Readable:
