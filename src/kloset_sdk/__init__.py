@@ -6,6 +6,7 @@ plugin protocol over the process's stdin/stdout.
 """
 
 from . import filemode
+from .connector import Connector
 from .content import CHUNK_SIZE, IncomingContent, iter_chunks
 from .errors import (
     AlreadyExistsError,
@@ -25,6 +26,7 @@ __all__ = [
     "CHUNK_SIZE",
     "AlreadyExistsError",
     "ConfigError",
+    "Connector",
     "ConnectorError",
     "Exporter",
     "FileInfo",

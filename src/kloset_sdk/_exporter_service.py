@@ -16,6 +16,7 @@ from ._importer_service import options_from_proto
 from ._proto import connectors_pb2 as cpb
 from ._proto import exporter_pb2 as pb
 from ._proto import exporter_pb2_grpc as pb_grpc
+from ._service import Service, identity
 from ._status import abort, message
 from .content import IncomingContent
 from .errors import ConnectorError
@@ -33,40 +34,28 @@ class ProtocolError(ConnectorError):
     """plakar sent something the protocol does not allow."""
 
 
-class ExporterService(pb_grpc.ExporterServicer):
+class ExporterService(Service[Exporter], pb_grpc.ExporterServicer):
     def __init__(self, factory: ExporterFactory) -> None:
+        super().__init__()
         self._factory = factory
-        self._exporter: Exporter | None = None
         self._concurrency = DEFAULT_CONCURRENCY
-
-    def _get(self, context: Any) -> Exporter:
-        if self._exporter is None:
-            raise ConnectorError("the exporter was used before Init")
-        return self._exporter
 
     def Init(self, request: pb.InitRequest, context: Any) -> pb.InitResponse:
         options = options_from_proto(request.options)
-        try:
-            exp = self._factory(request.proto, dict(request.config), options)
-        except Exception as exc:
-            abort(context, exc, "Init")
-        self._exporter = exp
+        exp = self._init(context, lambda: self._factory(request.proto, dict(request.config),
+                                                        options))
         if options.max_concurrency > 0:
             self._concurrency = min(options.max_concurrency, MAX_CONCURRENCY)
-        return pb.InitResponse(origin=exp.origin, type=exp.type, root=exp.root,
-                               flags=int(exp.flags))
+        return pb.InitResponse(**identity(exp))
 
     def Ping(self, request: pb.PingRequest, context: Any) -> pb.PingResponse:
-        try:
-            self._get(context).ping()
-        except Exception as exc:
-            abort(context, exc, "Ping")
+        self._ping(context)
         return pb.PingResponse()
 
     def Export(self, request_iterator: Iterator[pb.ExportRequest],
                context: Any) -> Iterator[pb.ExportResponse]:
         try:
-            exp = self._get(context)
+            exp = self._get()
         except ConnectorError as exc:
             abort(context, exc, "Export")
         results: queue.Queue[pb.ExportResponse | BaseException | None] = queue.Queue()
@@ -132,10 +121,5 @@ class ExporterService(pb_grpc.ExporterServicer):
         results.put(None)
 
     def Close(self, request: pb.CloseRequest, context: Any) -> pb.CloseResponse:
-        exp, self._exporter = self._exporter, None
-        if exp is not None:
-            try:
-                exp.close()
-            except Exception as exc:
-                abort(context, exc, "Close")
+        self._close(context)
         return pb.CloseResponse()

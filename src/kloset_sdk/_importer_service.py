@@ -12,6 +12,7 @@ import grpc
 from ._convert import record_to_proto, result_from_proto
 from ._proto import importer_pb2 as pb
 from ._proto import importer_pb2_grpc as pb_grpc
+from ._service import Service, identity
 from ._status import abort
 from .content import iter_chunks
 from .errors import ConnectorError, NotFoundError
@@ -32,40 +33,28 @@ def options_from_proto(msg: Any) -> Options:
     )
 
 
-class ImporterService(pb_grpc.ImporterServicer):
+class ImporterService(Service[Importer], pb_grpc.ImporterServicer):
     def __init__(self, factory: ImporterFactory) -> None:
+        super().__init__()
         self._factory = factory
-        self._importer: Importer | None = None
         # Openers of records plakar has neither opened nor acknowledged yet.
         self._openers: dict[str, Opener] = {}
         self._lock = threading.Lock()
 
-    def _get(self, context: Any) -> Importer:
-        if self._importer is None:
-            raise ConnectorError("the importer was used before Init")
-        return self._importer
-
     def Init(self, request: pb.InitRequest, context: Any) -> pb.InitResponse:
-        try:
-            imp = self._factory(request.proto, dict(request.config),
-                                options_from_proto(request.options))
-        except Exception as exc:
-            abort(context, exc, "Init")
-        self._importer = imp
-        return pb.InitResponse(origin=imp.origin, type=imp.type, root=imp.root,
-                               flags=int(imp.flags))
+        options = options_from_proto(request.options)
+        imp = self._init(context, lambda: self._factory(request.proto, dict(request.config),
+                                                        options))
+        return pb.InitResponse(**identity(imp))
 
     def Ping(self, request: pb.PingRequest, context: Any) -> pb.PingResponse:
-        try:
-            self._get(context).ping()
-        except Exception as exc:
-            abort(context, exc, "Ping")
+        self._ping(context)
         return pb.PingResponse()
 
     def Import(self, request_iterator: Iterator[pb.ImportRequest],
                context: Any) -> Iterator[pb.ImportResponse]:
         try:
-            imp = self._get(context)
+            imp = self._get()
         except ConnectorError as exc:
             abort(context, exc, "Import")
         acks = threading.Thread(target=self._consume_acks, args=(imp, request_iterator),
@@ -114,12 +103,7 @@ class ImporterService(pb_grpc.ImporterServicer):
             abort(context, exc, "Open")
 
     def Close(self, request: pb.CloseRequest, context: Any) -> pb.CloseResponse:
-        imp, self._importer = self._importer, None
         with self._lock:
             self._openers.clear()
-        if imp is not None:
-            try:
-                imp.close()
-            except Exception as exc:
-                abort(context, exc, "Close")
+        self._close(context)
         return pb.CloseResponse()

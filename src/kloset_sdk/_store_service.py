@@ -7,6 +7,7 @@ from typing import Any
 
 from ._proto import store_pb2 as pb
 from ._proto import store_pb2_grpc as pb_grpc
+from ._service import Service, identity
 from ._status import abort
 from .content import IncomingContent, iter_chunks
 from .errors import ConnectorError
@@ -29,60 +30,47 @@ def _mac(value: bytes) -> bytes:
     return bytes(value)
 
 
-class StoreService(pb_grpc.StoreServicer):
+class StoreService(Service[Store], pb_grpc.StoreServicer):
     def __init__(self, factory: StoreFactory) -> None:
+        super().__init__()
         self._factory = factory
-        self._store: Store | None = None
-
-    def _get(self, context: Any) -> Store:
-        if self._store is None:
-            raise ConnectorError("the store was used before Init")
-        return self._store
 
     def Init(self, request: pb.InitRequest, context: Any) -> pb.InitResponse:
-        try:
-            store = self._factory(request.proto, dict(request.config))
-        except Exception as exc:
-            abort(context, exc, "Init")
-        self._store = store
-        return pb.InitResponse(origin=store.origin, type=store.type, root=store.root,
-                               flags=int(store.flags))
+        store = self._init(context, lambda: self._factory(request.proto, dict(request.config)))
+        return pb.InitResponse(**identity(store))
 
     def Create(self, request: pb.CreateRequest, context: Any) -> pb.CreateResponse:
         try:
-            self._get(context).create(bytes(request.config))
+            self._get().create(bytes(request.config))
         except Exception as exc:
             abort(context, exc, "Create")
         return pb.CreateResponse()
 
     def Open(self, request: pb.OpenRequest, context: Any) -> pb.OpenResponse:
         try:
-            return pb.OpenResponse(config=self._get(context).open())
+            return pb.OpenResponse(config=self._get().open())
         except Exception as exc:
             abort(context, exc, "Open")
 
     def Ping(self, request: pb.PingRequest, context: Any) -> pb.PingResponse:
-        try:
-            self._get(context).ping()
-        except Exception as exc:
-            abort(context, exc, "Ping")
+        self._ping(context)
         return pb.PingResponse()
 
     def Mode(self, request: pb.ModeRequest, context: Any) -> pb.ModeResponse:
         try:
-            return pb.ModeResponse(mode=int(self._get(context).mode()))
+            return pb.ModeResponse(mode=int(self._get().mode()))
         except Exception as exc:
             abort(context, exc, "Mode")
 
     def Size(self, request: pb.SizeRequest, context: Any) -> pb.SizeResponse:
         try:
-            return pb.SizeResponse(size=self._get(context).size())
+            return pb.SizeResponse(size=self._get().size())
         except Exception as exc:
             abort(context, exc, "Size")
 
     def List(self, request: pb.ListRequest, context: Any) -> pb.ListResponse:
         try:
-            store = self._get(context)
+            store = self._get()
             macs = [_mac(m) for m in store.list(_resource(request.type), StoreFlag(request.flags))]
         except Exception as exc:
             abort(context, exc, "List")
@@ -96,7 +84,7 @@ class StoreService(pb_grpc.StoreServicer):
             resource, mac = _resource(first.type), _mac(first.mac)
             # The object's bytes are pulled from the stream as the store reads them.
             content = IncomingContent(source=_chunks(first, request_iterator))
-            written = self._get(context).put(resource, mac, content, StoreFlag(first.flags))
+            written = self._get().put(resource, mac, content, StoreFlag(first.flags))
             content.drain()
         except Exception as exc:
             abort(context, exc, "Put")
@@ -107,7 +95,7 @@ class StoreService(pb_grpc.StoreServicer):
             rng = None
             if request.HasField("range"):
                 rng = Range(request.range.offset, request.range.length)
-            data = self._get(context).get(_resource(request.type), _mac(request.mac), rng,
+            data = self._get().get(_resource(request.type), _mac(request.mac), rng,
                                           StoreFlag(request.flags))
             for chunk in iter_chunks(data):
                 if not context.is_active():
@@ -118,19 +106,14 @@ class StoreService(pb_grpc.StoreServicer):
 
     def Delete(self, request: pb.DeleteRequest, context: Any) -> pb.DeleteResponse:
         try:
-            self._get(context).delete(_resource(request.type), _mac(request.mac),
+            self._get().delete(_resource(request.type), _mac(request.mac),
                                       StoreFlag(request.flags))
         except Exception as exc:
             abort(context, exc, "Delete")
         return pb.DeleteResponse()
 
     def Close(self, request: pb.CloseRequest, context: Any) -> pb.CloseResponse:
-        store, self._store = self._store, None
-        if store is not None:
-            try:
-                store.close()
-            except Exception as exc:
-                abort(context, exc, "Close")
+        self._close(context)
         return pb.CloseResponse()
 
 

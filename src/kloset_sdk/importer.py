@@ -5,11 +5,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 
-from .options import LocationFlag, Options
+from .connector import Connector
+from .options import Options
 from .records import Record, Result
 
 
-class Importer(ABC):
+class Importer(Connector, ABC):
     """Produces the records of a snapshot.
 
     Subclasses are built by plakar's ``Init`` with ``(proto, config,
@@ -17,18 +18,10 @@ class Importer(ABC):
     ls``). A bad configuration raises :class:`~kloset_sdk.ConfigError`.
     """
 
-    origin: str = ""
-    type: str = ""
-    root: str = "/"
-    flags: LocationFlag = LocationFlag.NONE
-
     def __init__(self, proto: str, config: Mapping[str, str], options: Options) -> None:
         self.proto = proto
         self.config = config
         self.options = options
-
-    def ping(self) -> None:
-        """Check that the source is reachable; raise if not."""
 
     @abstractmethod
     def scan(self) -> Iterator[Record]:
@@ -37,6 +30,3 @@ class Importer(ABC):
 
     def acknowledge(self, result: Result) -> None:
         """plakar has processed a record (``result.error`` says how)."""
-
-    def close(self) -> None:
-        """Release everything."""

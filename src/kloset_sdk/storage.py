@@ -7,8 +7,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
+from .connector import Connector
 from .content import IncomingContent
-from .options import LocationFlag
 from .records import Readable
 
 
@@ -40,13 +40,8 @@ class Range(NamedTuple):
     length: int
 
 
-class Store(ABC):
+class Store(Connector, ABC):
     """Keeps a Kloset store's objects, each named by its 32-byte MAC."""
-
-    origin: str = ""
-    type: str = ""
-    root: str = "/"
-    flags: LocationFlag = LocationFlag.NONE
 
     def __init__(self, proto: str, config: Mapping[str, str]) -> None:
         self.proto = proto
@@ -59,9 +54,6 @@ class Store(ABC):
     @abstractmethod
     def open(self) -> bytes:
         """Return the exact bytes given to ``create``; NotFoundError if none."""
-
-    def ping(self) -> None:
-        """Check that the store is reachable; raise if not."""
 
     def mode(self) -> Mode:
         return Mode.READ_WRITE
@@ -87,6 +79,3 @@ class Store(ABC):
     @abstractmethod
     def delete(self, resource: Resource, mac: bytes, flags: StoreFlag) -> None:
         """Remove an object."""
-
-    def close(self) -> None:
-        """Release everything."""

@@ -1,0 +1,25 @@
+"""What every connector has: its identity for plakar, ping and close."""
+
+from __future__ import annotations
+
+from .options import LocationFlag
+
+
+class Connector:
+    """Base of importers, exporters and stores.
+
+    ``origin``, ``type`` and ``root`` are sent to plakar by Init (shown by
+    ``plakar ls``, kept in the snapshot header); ``flags`` are kloset's
+    location flags.
+    """
+
+    origin: str = ""
+    type: str = ""
+    root: str = "/"
+    flags: LocationFlag = LocationFlag.NONE
+
+    def ping(self) -> None:
+        """Check that the other end is reachable; raise if not."""
+
+    def close(self) -> None:
+        """Release everything."""
