@@ -125,6 +125,8 @@ def _staged(
         while in_flight:
             in_flight.popleft().result()
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        # Queued blocks are dropped; running ones are waited for, so that a
+        # failed upload returns only once it holds no buffer and no thread.
+        pool.shutdown(wait=True, cancel_futures=True)
     blob.commit_block_list([BlobBlock(block_id=i) for i in ids], **commit_kwargs)
     return total
