@@ -1,0 +1,247 @@
+"""The package's JSON Schema validators agree with config.py (options, rules, precedence).
+
+The schemas ship in the plakar package (manifest ``validator``); plakar
+v1.1.4 only checks that they are valid JSON, so nothing else would notice a
+schema drifting from ``parse_config``. A small validator for the keywords
+the schemas use (checked below) stands in for a JSON Schema library, which
+the project does not depend on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kloset_sdk import ConfigError
+from plakar_azblob import config
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMAS = ROOT / "src" / "plakar_azblob" / "schemas"
+ROLES = ("importer", "exporter", "storage")
+
+ANNOTATIONS = {"$schema", "title", "description", "default", "examples", "writeOnly"}
+ASSERTIONS = {"type", "properties", "additionalProperties", "required", "pattern", "minLength",
+              "enum", "const", "oneOf", "anyOf", "allOf", "not", "dependentRequired"}
+
+
+def schema(role: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((SCHEMAS / f"{role}.json").read_text())
+    return data
+
+
+# -- a tiny JSON Schema (2020-12) validator, for the keywords above only --
+
+def valid(s: Mapping[str, Any], value: Any) -> bool:
+    t = s.get("type")
+    if t == "object" and not isinstance(value, dict):
+        return False
+    if t == "string" and not isinstance(value, str):
+        return False
+    if "const" in s and value != s["const"]:
+        return False
+    if "enum" in s and value not in s["enum"]:
+        return False
+    if isinstance(value, str):
+        if len(value) < s.get("minLength", 0):
+            return False
+        if "pattern" in s and not re.search(s["pattern"], value):
+            return False
+    if isinstance(value, dict):
+        props = s.get("properties", {})
+        if any(k not in value for k in s.get("required", [])):
+            return False
+        if s.get("additionalProperties") is False and any(k not in props for k in value):
+            return False
+        if any(k in value and not valid(sub, value[k]) for k, sub in props.items()):
+            return False
+        for key, needed in s.get("dependentRequired", {}).items():
+            if key in value and any(n not in value for n in needed):
+                return False
+    if "allOf" in s and not all(valid(sub, value) for sub in s["allOf"]):
+        return False
+    if "anyOf" in s and not any(valid(sub, value) for sub in s["anyOf"]):
+        return False
+    if "oneOf" in s and sum(valid(sub, value) for sub in s["oneOf"]) != 1:
+        return False
+    return not ("not" in s and valid(s["not"], value))
+
+
+def walk(s: Any) -> list[dict[str, Any]]:
+    """Every subschema of ``s`` (``s`` included)."""
+    found = [s]
+    for sub in s.get("properties", {}).values():
+        found += walk(sub)
+    for key in ("oneOf", "anyOf", "allOf"):
+        for sub in s.get(key, []):
+            found += walk(sub)
+    if "not" in s:
+        found += walk(s["not"])
+    return found
+
+
+def accepted(cfg: Mapping[str, str], role: str) -> bool:
+    try:
+        config.parse_config(cfg, role)
+    except ConfigError:
+        return False
+    return True
+
+
+# -- the schemas' shape --
+
+@pytest.mark.parametrize("role", ROLES)
+def test_options_are_exactly_config_py_keys(role: str) -> None:
+    allowed = config.STORAGE_KEYS if role == "storage" else config.COMMON_KEYS
+    s = schema(role)
+    assert set(s["properties"]) == set(allowed)
+    assert s["additionalProperties"] is False and s["required"] == ["location"]
+    # Branches may only speak of known options.
+    for sub in walk(s):
+        named = set(sub.get("properties", {})) | set(sub.get("required", []))
+        named |= set(sub.get("dependentRequired", {}))
+        assert named <= set(allowed), named - set(allowed)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_only_known_keywords_and_portable_patterns(role: str) -> None:
+    for sub in walk(schema(role)):
+        unknown = set(sub) - ANNOTATIONS - ASSERTIONS
+        assert not unknown, f"the tiny validator does not know {unknown}"
+        if "pattern" in sub:
+            re.compile(sub["pattern"])
+            # ECMA-262 and RE2 (Go) alike: no lookaround, no backreference.
+            assert not re.search(r"\(\?[=!<]|\\[1-9]", sub["pattern"]), sub["pattern"]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_value_is_a_string(role: str) -> None:
+    for name, prop in schema(role)["properties"].items():
+        assert prop["type"] == "string", name
+        assert prop.get("description"), name
+        if "default" in prop:
+            assert isinstance(prop["default"], str) and valid(prop, prop["default"]), name
+
+
+def test_common_options_are_described_the_same_for_all_connectors() -> None:
+    importer, exporter, storage = (schema(r) for r in ROLES)
+    assert importer["properties"] == exporter["properties"]
+    assert {k: v for k, v in storage["properties"].items() if k != "tier"} == \
+        importer["properties"]
+    assert importer["oneOf"] == exporter["oneOf"] == storage["oneOf"]
+    precedence = "connection_string takes precedence over every other option"
+    assert all(precedence in schema(r)["description"] for r in ROLES)
+
+
+def test_manifest_points_at_the_schemas() -> None:
+    text = (ROOT / "manifest.yaml").read_text()
+    found = dict(re.findall(r"- type: (\w+)\n(?:\s{4}.*\n)*?\s{4}validator: (\S+)", text))
+    assert found == {role: f"schemas/{role}.json" for role in ROLES}
+
+
+# -- the schemas decide like parse_config --
+
+CS = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+      "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;")
+SAS = "sv=2024-08-04&sp=rl&sr=c&sig=c2lnbmF0dXJl"
+HTTP = "http://127.0.0.1:10000/devstoreaccount1"
+HTTPS = "https://acct.blob.core.windows.net"
+LOC = "azblob://my-container/some/prefix"
+
+SAMPLES: list[tuple[dict[str, str], bool]] = [
+    # connection string, alone or over everything else
+    ({"connection_string": CS}, True),
+    ({"connection_string": CS, "account_name": "acct", "account_key": "k", "no_auth": "true",
+      "sas_token": SAS, "endpoint": HTTP}, True),
+    ({"connection_string": "UseDevelopmentStorage=true"}, True),
+    # shared key
+    ({"account_name": "acct", "account_key": "a2V5"}, True),
+    ({"account_name": "devstoreaccount1", "account_key": "a2V5", "endpoint": HTTP}, True),
+    ({"account_name": "acct", "account_key": "a2V5", "sas_token": SAS, "no_auth": "true"}, True),
+    ({"account_key": "a2V5"}, False),
+    ({"account_key": "a2V5", "endpoint": HTTP}, False),
+    # SAS
+    ({"account_name": "acct", "sas_token": SAS}, True),
+    ({"endpoint": HTTP, "sas_token": "?" + SAS}, True),
+    ({"sas_token": SAS}, False),
+    ({"account_name": "acct", "sas_token": "sv=2024-08-04&sp=rl"}, False),
+    # anonymous
+    ({"no_auth": "true", "endpoint": HTTP}, True),
+    ({"no_auth": "True", "endpoint": HTTP, "account_name": "devstoreaccount1"}, True),
+    ({"no_auth": "1", "endpoint": HTTPS}, True),
+    ({"no_auth": "true"}, False),
+    ({"no_auth": "true", "account_name": "acct"}, False),
+    ({"no_auth": "maybe", "endpoint": HTTP}, False),
+    # Microsoft Entra ID
+    ({"account_name": "acct"}, True),
+    ({"endpoint": HTTPS}, True),
+    ({"account_name": "acct", "no_auth": "false"}, True),
+    ({"account_name": "acct", "client_id": "11111111-2222"}, True),
+    ({"account_name": "acct", "tenant_id": "t", "client_id": "c", "client_secret": "s"}, True),
+    ({"endpoint": HTTPS, "tenant_id": "t"}, True),
+    ({"account_name": "acct", "client_secret": "s"}, False),
+    ({"account_name": "acct", "client_secret": "s", "tenant_id": "t"}, False),
+    ({"endpoint": HTTP}, False),
+    ({"account_name": "acct", "endpoint": HTTP}, False),
+    ({}, False),
+    # other options
+    ({"account_name": "acct", "max_concurrency": "16", "block_size": "8MiB"}, True),
+    ({"account_name": "acct", "max_concurrency": "256", "block_size": "1048576"}, True),
+    ({"account_name": "acct", "block_size": "16 mb"}, True),
+    ({"account_name": "acct", "max_concurrency": "0"}, False),
+    ({"account_name": "acct", "max_concurrency": "257"}, False),
+    ({"account_name": "acct", "max_concurrency": "many"}, False),
+    ({"account_name": "acct", "block_size": "4 parsecs"}, False),
+    ({"account_name": "Bad_Name"}, False),
+    ({"account_name": "acct", "endpoint": "https://h/acct?sv=1&sig=x"}, False),
+    ({"account_name": "acct", "endpoint": "https://user:pw@h/acct"}, False),
+    ({"account_name": "acct", "endpoint": "ftp://h/acct"}, False),
+    ({"account_name": "acct", "bucket": "x"}, False),
+]
+LOCATIONS: list[tuple[str, bool]] = [
+    ("azblob://abc", True), ("azblob://my-container", True), ("AZBLOB://c0ntainer/x", True),
+    ("azblob://c-1/a/b/", True), ("azblob://ab", False), ("azblob://a--b", False),
+    ("azblob://-abc", False), ("azblob://Upper", False), ("s3://bucket", False),
+    ("azblob://", False), ("azblob:///prefix", False),
+]
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize(("options", "ok"), SAMPLES)
+def test_schema_decides_like_parse_config(role: str, options: dict[str, str], ok: bool) -> None:
+    cfg = {"location": LOC, **options}
+    assert accepted(cfg, role) is ok, "the sample's expectation is wrong"
+    assert valid(schema(role), cfg) is ok
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize(("location", "ok"), LOCATIONS)
+def test_location(role: str, location: str, ok: bool) -> None:
+    cfg = {"location": location, "connection_string": CS}
+    assert accepted(cfg, role) is ok
+    assert valid(schema(role), cfg) is ok
+    assert not valid(schema(role), {"connection_string": CS})
+
+
+@pytest.mark.parametrize(("tier", "ok"), [("hot", True), ("cool", True), ("Cold", True),
+                                          ("archive", False), ("", False)])
+def test_tier_is_a_storage_option(tier: str, ok: bool) -> None:
+    cfg = {"location": LOC, "connection_string": CS, "tier": tier}
+    if tier:
+        assert accepted(cfg, "storage") is ok
+    assert valid(schema("storage"), cfg) is ok
+    assert not accepted(cfg, "importer") and not valid(schema("importer"), cfg)
+    assert not accepted(cfg, "exporter") and not valid(schema("exporter"), cfg)
+
+
+def test_what_a_schema_cannot_say() -> None:
+    """Ranges of sizes and blank values (ignored by parse_config) are the known differences."""
+    s = schema("storage")
+    big = {"location": LOC, "account_name": "acct", "block_size": "200MiB"}
+    assert valid(s, big) and not accepted(big, "storage")
+    blank = {"location": LOC, "connection_string": CS, "account_key": ""}
+    assert not valid(s, blank) and accepted(blank, "storage")
