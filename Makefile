@@ -45,5 +45,20 @@ lint: venv
 	$(VENV)/bin/ruff check src tests tools
 	$(VENV)/bin/mypy
 
+# The installable plakar package. `build`: one self-contained PyInstaller
+# folder for the three connectors in dist/plugin/ (executable, runtime,
+# validators, generated manifest.yaml); rebuilt only when its inputs change.
+# `package`: plakar pkg create dist/plugin/manifest.yaml vX.Y.Z, X.Y.Z being
+# pyproject.toml's version -> dist/azblob_vX.Y.Z_OS_ARCH.ptar.
+build: venv
+	$(PY) tools/plugin_package.py build
+
+package: build plakar
+	$(PY) tools/plugin_package.py package --plakar $(PLAKAR)
+
+# Everything end to end on a private Azurite and plakar, then cleans up.
+demo: venv plakar azurite package
+	$(PY) tools/demo.py
+
 clean:
 	rm -rf dist build
