@@ -26,6 +26,9 @@ logging.getLogger("azure.identity").setLevel(logging.ERROR)
 CONNECTION_TIMEOUT = 10  # seconds: a wrong endpoint must fail fast
 READ_TIMEOUT = 120  # seconds without a byte from the service
 IDENTITY_RETRIES = 1  # the token endpoint: one retry, then report
+# Bytes read from a response at a time (the Azure SDK's own default; azure-core's
+# is 4 KiB, which makes downloads CPU-bound).
+DATA_BLOCK_SIZE = 256 * 1024
 DEV_STORAGE_URL = "http://127.0.0.1:10000/devstoreaccount1"
 
 
@@ -69,7 +72,8 @@ def _transport(cfg: AzureConfig) -> RequestsTransport:
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return RequestsTransport(session=session, session_owner=True,
-                             connection_timeout=CONNECTION_TIMEOUT, read_timeout=READ_TIMEOUT)
+                             connection_timeout=CONNECTION_TIMEOUT, read_timeout=READ_TIMEOUT,
+                             connection_data_block_size=DATA_BLOCK_SIZE)
 
 
 def client_options(cfg: AzureConfig) -> dict[str, Any]:
