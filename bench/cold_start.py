@@ -5,7 +5,8 @@ Usage: python bench/cold_start.py [--runs N] [--exe PATH] [--venv] [--goal SECON
 Each run spawns ``EXE importer|exporter|storage`` the way plakar does (stdin
 and stdout are two pipes; tests/stdio_plugin.StdioPlugin relays a grpcio
 client to them), sends ``Init`` with a valid config and stops the clock when
-the answer arrives; then closes stdin and waits for the exit. ``Init`` makes
+the answer arrives; then closes stdin and waits for the exit ("cpu": median
+CPU seconds, user + system, of the process's whole life). ``Init`` makes
 no request to Azure, so no service is needed. The default EXE is the
 packaged build, dist/plugin/plakar-azblob (``make build``); ``--venv`` adds
 the venv's ``plakar-azblob`` script for comparison. Prints a table; nothing
@@ -15,6 +16,7 @@ is asserted (timings depend on the machine).
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 import time
@@ -62,8 +64,15 @@ def _init(kind: str, channel: grpc.Channel) -> None:
             spb.InitRequest(proto="azblob", config=CONFIG), timeout=30, wait_for_ready=True)
 
 
-def cold_start(exe: Path, kind: str) -> float:
-    """Seconds from spawning ``exe kind`` to its answer to Init."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cold_start(exe: Path, kind: str) -> tuple[float, float]:
+    """Seconds from spawning ``exe kind`` to its answer to Init, and the CPU
+    seconds the process used in its whole life (Init, then exit on EOF)."""
+    cpu = _children_cpu()
     started = time.perf_counter()
     plugin = StdioPlugin([str(exe), kind])
     try:
@@ -74,7 +83,7 @@ def cold_start(exe: Path, kind: str) -> float:
         plugin.kill()
         sys.stderr.write(plugin.stderr)
         raise
-    return elapsed
+    return elapsed, _children_cpu() - cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,15 +109,17 @@ def main(argv: list[str] | None = None) -> int:
     with grpc.insecure_channel("unix:/nonexistent"):
         pass
     print(f"cold start: spawn -> Init answered, {args.runs} runs each, seconds")
-    print(f"{'build':<9} {'connector':<9} {'min':>6} {'median':>7} {'max':>6}  goal")
+    print(f"{'build':<9} {'connector':<9} {'min':>6} {'median':>7} {'max':>6} {'cpu':>6}  goal")
     for label, exe in targets:
         for kind in KINDS:
             cold_start(exe, kind)  # first run warms the page cache
-            times = [cold_start(exe, kind) for _ in range(args.runs)]
+            runs = [cold_start(exe, kind) for _ in range(args.runs)]
+            times = [elapsed for elapsed, _ in runs]
+            cpu = statistics.median(c for _, c in runs)
             median = statistics.median(times)
             mark = "ok" if median <= args.goal else f"> {args.goal:g}"
             print(f"{label:<9} {kind:<9} {min(times):6.3f} {median:7.3f} {max(times):6.3f}"
-                  f"  {mark}", flush=True)
+                  f" {cpu:6.3f}  {mark}", flush=True)
     return 0
 
 

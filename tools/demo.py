@@ -90,7 +90,7 @@ class Demo:
                            re.MULTILINE)
         if not found:
             raise RuntimeError(f"no snapshot id in:\n{proc.stdout}{proc.stderr}")
-        return found[-1]
+        return str(found[-1])
 
 
 def demo(ptar: Path, keep_path: bool) -> bool:

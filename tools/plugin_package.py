@@ -22,6 +22,8 @@ matches.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -32,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,9 +152,9 @@ def pyinstaller_args(entry: Path) -> list[str]:
         str(entry), "--noconfirm", "--onedir", "--name", EXECUTABLE, "--log-level", "WARN",
         "--distpath", str(WORK / "dist"), "--workpath", str(WORK / "work"),
         "--specpath", str(WORK), "--paths", str(ROOT / "src"),
-        # Debug symbols are most of libpython's size; loading is unaffected.
-        "--strip",
     ]
+    if shutil.which("strip"):
+        args.append("--strip")  # debug symbols: most of libpython's size
     for name in HIDDEN_IMPORTS:
         args += ["--hidden-import", name]
     for name in EXCLUDES:
@@ -159,8 +162,22 @@ def pyinstaller_args(entry: Path) -> list[str]:
     return args
 
 
+@contextlib.contextmanager
+def _exclusive() -> Iterator[None]:
+    """One build or packaging at a time (test sessions may run side by side)."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    with (WORK / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def build(force: bool = False) -> Path:
     """Build dist/plugin/ unless it is up to date; returns its folder."""
+    with _exclusive():
+        return _build(force)
+
+
+def _build(force: bool) -> Path:
     if not force and up_to_date():
         print(f"{PLUGIN.relative_to(ROOT)} is up to date")
         return PLUGIN
@@ -209,6 +226,11 @@ def package(plakar: str, ver: str | None = None, out: Path = DIST,
     leaves nothing in the user's own. With ``reuse``, an existing .ptar newer
     than the build is kept.
     """
+    with _exclusive():
+        return _package(plakar, ver, out, reuse)
+
+
+def _package(plakar: str, ver: str | None, out: Path, reuse: bool) -> Path:
     ver = ver or version()
     plakar = str(Path(plakar).resolve())
     if not _SEMVER.match(ver):
