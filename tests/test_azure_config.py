@@ -122,6 +122,15 @@ def test_all_keys_accepted() -> None:
     assert (cfg.max_concurrency, cfg.block_size, cfg.tier) == (16, 8 << 20, "cool")
 
 
+@pytest.mark.parametrize("role", ["importer", "exporter", "storage"])
+def test_plakar_passphrase_keys_are_ignored(role: str) -> None:
+    # plakar leaves them in a sync peer store's config (regression: "unknown option").
+    cfg = parse(role, account_name="myacct", account_key=KEY, passphrase="pass phrase",
+                passphrase_cmd="echo secret")
+    assert cfg.auth_method == "account_key"
+    assert "pass phrase" not in repr(cfg) and "echo secret" not in repr(cfg)
+
+
 def test_unknown_role() -> None:
     with pytest.raises(ValueError):
         parse_config({"location": "azblob://abc"}, "source")

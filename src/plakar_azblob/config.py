@@ -40,6 +40,10 @@ COMMON_KEYS = frozenset({
     "max_concurrency", "block_size",
 })
 STORAGE_KEYS = COMMON_KEYS | {"tier"}
+# Keys of a store's configuration that are plakar's own: it reads the store
+# passphrase from them, but leaves them in the map it gives the connector when
+# the store is the peer of `plakar sync` (and to its cache daemon). Ignored.
+PLAKAR_KEYS = frozenset({"passphrase", "passphrase_cmd"})
 
 SCHEME = "azblob://"
 MiB = 1024 * 1024
@@ -236,7 +240,7 @@ def parse_config(config: Mapping[str, str], role: str) -> AzureConfig:
         raise ValueError(f"unknown role {role!r}")
     allowed = STORAGE_KEYS if role == "storage" else COMMON_KEYS
     for key in sorted(config):
-        if key not in allowed:
+        if key not in allowed and key not in PLAKAR_KEYS:
             raise ConfigError(f'unknown option "{key}" for the azblob {ROLES[role]} connector')
 
     def opt(key: str) -> str | None:
