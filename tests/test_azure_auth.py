@@ -163,10 +163,16 @@ def test_sas_read_only(azurite: Azurite, container: ContainerClient) -> None:
     msg = str(info.value)
     assert msg == (f'cannot write blob "ro/packfiles/{other.hex()[:2]}/{other.hex()}": '
                    "the credentials lack the permission for this operation "
-                   "(AuthorizationPermissionMismatch, HTTP 403)")
+                   "(AuthorizationPermissionMismatch, HTTP 403): the store is read-only "
+                   'with this SAS token (permissions "rl")')
     assert signature not in msg
-    with pytest.raises(PermissionDeniedError):
+    with pytest.raises(PermissionDeniedError) as info:
         store.create(b"new config")
+    assert str(info.value).endswith('the store is read-only with this SAS token '
+                                    '(permissions "rl")')
+    with pytest.raises(PermissionDeniedError) as info:
+        store.delete(Resource.PACKFILE, MAC, StoreFlag.NONE)
+    assert "read-only" in str(info.value) and signature not in str(info.value)
 
 
 def test_sas_write_only_mode(azurite: Azurite, container: ContainerClient) -> None:
@@ -195,7 +201,8 @@ def test_no_auth_public_container(azurite: Azurite) -> None:
         with pytest.raises(PermissionDeniedError) as info:
             store.put(Resource.STATE, MAC, content(b"x"), StoreFlag.NONE)
         assert str(info.value).startswith(f'cannot write blob "states/{MAC.hex()[:2]}/')
-        assert str(info.value).endswith("(AuthorizationFailure, HTTP 403)")
+        assert str(info.value).endswith("(AuthorizationFailure, HTTP 403): the store is "
+                                        "read-only with no_auth=true")
     finally:
         admin.delete_container()
 

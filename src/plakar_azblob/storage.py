@@ -59,6 +59,20 @@ class AzureStore(Store):
         # "from None": the Azure exception's text may hold a signed URL.
         raise translate(exc, what, endpoint=self.url) from None
 
+    def _fail_write(self, exc: BaseException, what: str) -> NoReturn:
+        """Like _fail, and says so when the credentials only allow reading."""
+        e = translate(exc, what, endpoint=self.url)
+        if isinstance(e, PermissionDeniedError) and not self.mode() & Mode.WRITE:
+            e = PermissionDeniedError(f"{e}: {self._read_only_reason()}")
+        raise e from None
+
+    def _read_only_reason(self) -> str:
+        if self.cfg.auth_method == "anonymous":
+            return "the store is read-only with no_auth=true"
+        token = self.cfg.sas()
+        perms = sas_permissions(token) if token else None
+        return f'the store is read-only with this SAS token (permissions "{perms}")'
+
     def _name(self, resource: Resource, mac: bytes) -> str:
         try:
             return layout.object_name(self.cfg.prefix, resource, mac)
@@ -89,7 +103,7 @@ class AzureStore(Store):
         except ResourceExistsError:
             raise AlreadyExistsError(f"a Kloset store already exists at {where}") from None
         except Exception as exc:
-            self._fail(exc, f"cannot create a Kloset store at {where}")
+            self._fail_write(exc, f"cannot create a Kloset store at {where}")
 
     def open(self) -> bytes:
         name = layout.config_name(self.cfg.prefix)
@@ -180,7 +194,7 @@ class AzureStore(Store):
         try:
             return self._upload(blob, content, self._tier_for(resource, flags))
         except Exception as exc:
-            self._fail(exc, f'cannot write blob "{name}"')
+            self._fail_write(exc, f'cannot write blob "{name}"')
 
     def _upload(self, blob: BlobClient, content: IncomingContent,
                 tier: StandardBlobTier | None) -> int:
@@ -217,7 +231,7 @@ class AzureStore(Store):
             self.client.delete_blob(name)
         except Exception as exc:
             # A missing object is reported as NotFoundError, like the Go connector does.
-            self._fail(exc, f'cannot delete blob "{name}"')
+            self._fail_write(exc, f'cannot delete blob "{name}"')
 
     def close(self) -> None:
         self.client.close()
