@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -15,6 +16,8 @@ C = TypeVar("C", bound=Connector)
 class Service(Generic[C]):
     def __init__(self) -> None:
         self._connector: C | None = None
+        self._closed = False  # close() is called once
+        self._close_lock = threading.Lock()
 
     def _get(self) -> C:
         if self._connector is None:
@@ -23,7 +26,7 @@ class Service(Generic[C]):
 
     def _init(self, context: Any, build: Callable[[], C]) -> C:
         try:
-            self._connector = build()
+            self._connector, self._closed = build(), False
         except Exception as exc:
             abort(context, exc, "Init")
         return self._connector
@@ -35,7 +38,12 @@ class Service(Generic[C]):
             abort(context, exc, "Ping")
 
     def _close(self, context: Any) -> None:
-        connector, self._connector = self._connector, None
+        # The connector stays reachable after Close: plakar may still send an
+        # RPC during or just after it (kloset releases a store's lock from a
+        # goroutine that races Close; refused, the lock would be left behind).
+        with self._close_lock:
+            connector = None if self._closed else self._connector
+            self._closed = True
         if connector is not None:
             try:
                 connector.close()

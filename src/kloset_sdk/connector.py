@@ -22,4 +22,9 @@ class Connector:
         """Check that the other end is reachable; raise if not."""
 
     def close(self) -> None:
-        """Release everything."""
+        """Release everything.
+
+        Called once, by plakar's Close. plakar may still call other methods
+        during or just after it (kloset deletes a store's lock from a
+        goroutine that races Close): they should keep working.
+        """
