@@ -478,3 +478,15 @@ def test_no_tier_by_default(store: AzureStore, admin: ContainerClient) -> None:
     props = admin.get_blob_client(f"repo/main/packfiles/{mac.hex()[:2]}/{mac.hex()}") \
         .get_blob_properties()
     assert props.blob_tier_inferred  # the account's default tier, nothing set by us
+
+
+def test_usable_after_close(store: AzureStore) -> None:
+    # kloset deletes its lock from a goroutine that races plakar's Close.
+    lock = mac_of(b"a lock")
+    store.put(Resource.LOCK, lock, content(b"lock"), StoreFlag.NONE)
+    store.close()
+    assert list(store.list(Resource.LOCK, StoreFlag.NONE)) == [lock]
+    store.delete(Resource.LOCK, lock, StoreFlag.NONE)
+    assert list(store.list(Resource.LOCK, StoreFlag.NONE)) == []
+    store.close()
+    store.close()

@@ -8,7 +8,12 @@ from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from azure.core.exceptions import ResourceExistsError
-from azure.storage.blob import BlobClient, StandardBlobTier, StorageStreamDownloader
+from azure.storage.blob import (
+    BlobClient,
+    ContainerClient,
+    StandardBlobTier,
+    StorageStreamDownloader,
+)
 
 from kloset_sdk import (
     AlreadyExistsError,
@@ -49,10 +54,24 @@ class AzureStore(Store):
         url = urlsplit(self.url)
         self.origin = url.netloc + url.path.rstrip("/")
         self.root = "/" + self.cfg.prefix
-        self.client = container_client(self.cfg)
+        self._client: ContainerClient | None = container_client(self.cfg)
+        self._client_lock = threading.Lock()
         self._tier = _TIERS[self.cfg.tier] if self.cfg.tier else None
         # Caps the upload buffers of all concurrent puts together (memory bound).
         self._buffers = threading.BoundedSemaphore(max(4 * self.cfg.max_concurrency, 32))
+
+    @property
+    def client(self) -> ContainerClient:
+        """The container's client; a new one if the store was closed.
+
+        plakar may still send a Delete during or just after Close: kloset
+        releases its repository lock from a goroutine that races Close, and a
+        lock left behind stops the next ``plakar maintenance``.
+        """
+        with self._client_lock:
+            if self._client is None:
+                self._client = container_client(self.cfg)
+            return self._client
 
     # -- helpers --
     def _fail(self, exc: BaseException, what: str) -> NoReturn:
@@ -234,4 +253,7 @@ class AzureStore(Store):
             self._fail_write(exc, f'cannot delete blob "{name}"')
 
     def close(self) -> None:
-        self.client.close()
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
