@@ -94,9 +94,18 @@ def accepted(cfg: Mapping[str, str], role: str) -> bool:
 
 # -- the schemas' shape --
 
+def allowed_keys(role: str) -> set[str]:
+    """The options of ``role`` in config.py; for a store, also plakar's own keys
+    (passphrase...) that users put in a store's configuration and the connector
+    ignores."""
+    if role == "storage":
+        return set(config.STORAGE_KEYS | config.PLAKAR_KEYS)
+    return set(config.COMMON_KEYS)
+
+
 @pytest.mark.parametrize("role", ROLES)
 def test_options_are_exactly_config_py_keys(role: str) -> None:
-    allowed = config.STORAGE_KEYS if role == "storage" else config.COMMON_KEYS
+    allowed = allowed_keys(role)
     s = schema(role)
     assert set(s["properties"]) == set(allowed)
     assert s["additionalProperties"] is False and s["required"] == ["location"]
@@ -130,7 +139,8 @@ def test_every_value_is_a_string(role: str) -> None:
 def test_common_options_are_described_the_same_for_all_connectors() -> None:
     importer, exporter, storage = (schema(r) for r in ROLES)
     assert importer["properties"] == exporter["properties"]
-    assert {k: v for k, v in storage["properties"].items() if k != "tier"} == \
+    own = {"tier", *config.PLAKAR_KEYS}
+    assert {k: v for k, v in storage["properties"].items() if k not in own} == \
         importer["properties"]
     assert importer["oneOf"] == exporter["oneOf"] == storage["oneOf"]
     precedence = "connection_string takes precedence over every other option"
@@ -236,6 +246,12 @@ def test_tier_is_a_storage_option(tier: str, ok: bool) -> None:
     assert valid(schema("storage"), cfg) is ok
     assert not accepted(cfg, "importer") and not valid(schema("importer"), cfg)
     assert not accepted(cfg, "exporter") and not valid(schema("exporter"), cfg)
+
+
+def test_a_store_may_hold_plakar_s_passphrase() -> None:
+    cfg = {"location": LOC, "connection_string": CS, "passphrase": "secret",
+           "passphrase_cmd": "cat /run/secret"}
+    assert accepted(cfg, "storage") and valid(schema("storage"), cfg)
 
 
 def test_what_a_schema_cannot_say() -> None:
