@@ -28,3 +28,12 @@ def plakar() -> Iterator[PlakarEnv]:
         yield env
     finally:
         env.stop()
+
+
+@pytest.fixture
+def azplakar(plakar: PlakarEnv, tmp_path_factory: pytest.TempPathFactory) -> PlakarEnv:
+    """A PlakarEnv with the development azblob package (the venv's connectors) installed."""
+    from azblob_package import install_azblob
+
+    install_azblob(plakar, tmp_path_factory.mktemp("azblob-pkg"))
+    return plakar
