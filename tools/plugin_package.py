@@ -152,6 +152,8 @@ def pyinstaller_args(entry: Path) -> list[str]:
         str(entry), "--noconfirm", "--onedir", "--name", EXECUTABLE, "--log-level", "WARN",
         "--distpath", str(WORK / "dist"), "--workpath", str(WORK / "work"),
         "--specpath", str(WORK), "--paths", str(ROOT / "src"),
+        # The package's version (user agent) is read from its metadata.
+        "--copy-metadata", "plakar-azblob",
     ]
     if shutil.which("strip"):
         args.append("--strip")  # debug symbols: most of libpython's size
