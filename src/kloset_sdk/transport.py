@@ -12,11 +12,13 @@ descriptors are private duplicates: fd 1 is pointed at stderr, so a stray
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import logging
 import os
 import socket
 import stat
+import sys
 import tempfile
 import threading
 from collections.abc import Callable
@@ -87,6 +89,43 @@ def _grow_pipe(fd: int) -> None:
             fcntl.fcntl(fd, setsz, min(PIPE_SIZE, int(f.read())))
 
 
+# glibc mallopt parameters.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+# Bulk buffers (1 MiB chunks, protobuf messages, HTTP bodies) stay below this
+# size and come from the heap, where freed memory is reused...
+MMAP_THRESHOLD = 32 << 20
+# ...up to this much free memory is kept per arena instead of being unmapped...
+TRIM_THRESHOLD = 32 << 20
+# ...and the many I/O threads share this many arenas, so that free memory
+# is not scattered over one arena per thread.
+ARENA_MAX = 2
+
+
+def tune_malloc() -> bool:
+    """Make glibc reuse freed bulk buffers instead of mapping fresh pages.
+
+    By default glibc serves allocations above its mmap threshold with fresh
+    mappings and gives freed memory back eagerly, so streaming content paid
+    a page fault for every 4 KiB of every chunk, protobuf message and HTTP
+    buffer (about 200,000 faults per GiB read from Azure), and one arena per
+    busy thread scattered free memory. No-op on other C libraries and systems.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    done = [mallopt(param, value) for param, value in (
+        (_M_ARENA_MAX, ARENA_MAX), (_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+        (_M_TRIM_THRESHOLD, TRIM_THRESHOLD))]
+    return all(done)
+
+
 # A Unix socket path must fit in sun_path (108 bytes on Linux, 104 on macOS).
 _MAX_SOCKET_PATH = 100
 
@@ -152,6 +191,7 @@ class StdioTransport:
 
 def serve_stdio(server: grpc.Server, on_exit: Callable[[], None] | None = None) -> None:
     """Run ``server`` on stdin/stdout until plakar closes stdin; then stop promptly."""
+    tune_malloc()
     transport = StdioTransport()
     transport.attach(server)
     transport.done.wait()
