@@ -318,6 +318,14 @@ def test_source_backup_of_a_prefix_with_a_space(
     assert restored == expected
     assert set(restored) == {"sub", "sub/nested.bin", SPECIAL.removeprefix("my dir/")}
 
+    # Every character plakar's URL formatter escapes comes back as it was.
+    odd = "odd #?%41 100%"
+    container.upload_blob(f"{odd}/f.txt", b"odd prefix")
+    snap = snap_id(pk(azplakar, "at", store, "backup", f"@src:{odd}"))
+    listing = pk(azplakar, "at", store, "ls").stdout
+    assert re.search(rf"{snap}\s.*\s/{re.escape(odd)}$", listing, re.MULTILINE), listing
+    assert pk(azplakar, "at", store, "cat", f"{snap}:/{odd}/f.txt").stdout == "odd prefix"
+
 
 def test_incremental_backup_downloads_nothing(
     azplakar: PlakarEnv, logged: LoggedAzurite, tmp_path: Path
