@@ -122,7 +122,7 @@ def names(admin: ContainerClient) -> list[str]:
 def test_init_fields(azurite: Azurite, make_store: StoreFactory) -> None:
     s = make_store("a%20b//c/")
     assert (s.type, s.root) == ("azblob", "/a b/c")
-    assert s.origin == f"127.0.0.1:{azurite.port}/devstoreaccount1"
+    assert s.origin == f"127.0.0.1:{azurite.port}/devstoreaccount1/{s.cfg.container}"
     assert make_store().root == "/"
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NoReturn
-from urllib.parse import urlsplit
 
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import (
@@ -29,7 +28,7 @@ from kloset_sdk import (
     StoreFlag,
 )
 
-from . import layout
+from . import layout, paths
 from .blocks import upload_in_blocks
 from .client import account_url, container_client
 from .config import parse_config, sas_permissions
@@ -51,9 +50,9 @@ class AzureStore(Store):
         super().__init__(proto, config)
         self.cfg = parse_config(config, "storage")
         self.url = account_url(self.cfg)
-        url = urlsplit(self.url)
-        self.origin = url.netloc + url.path.rstrip("/")
-        self.root = "/" + self.cfg.prefix
+        # Same identity as the source and destination: account and container.
+        self.origin = paths.origin(self.cfg)
+        self.root = paths.root(self.cfg)
         self._client: ContainerClient | None = container_client(self.cfg)
         self._client_lock = threading.Lock()
         self._tier = _TIERS[self.cfg.tier] if self.cfg.tier else None
