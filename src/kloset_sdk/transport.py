@@ -16,6 +16,7 @@ import ctypes
 import errno
 import logging
 import os
+import select
 import socket
 import stat
 import sys
@@ -37,12 +38,15 @@ _NO_SPLICE = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF}
 def _relay(src: int, dst: int) -> None:
     """Copy src to dst until EOF or until either side fails.
 
-    splice is used only when reading from a pipe: spliced reads from a Unix
-    socket were seen to miss wake-ups (a response stuck in the kernel until
-    the next one arrived), so the socket side is read into a reused buffer.
+    Both directions are spliced in the kernel where possible (pipe -> socket
+    blocking, socket -> pipe non-blocking, see _splice_socket); otherwise the
+    bytes go through a reused buffer.
     """
     try:
-        if stat.S_ISFIFO(os.fstat(src).st_mode) and _splice_all(src, dst):
+        mode = os.fstat(src).st_mode
+        if stat.S_ISFIFO(mode) and _splice_all(src, dst):
+            return
+        if stat.S_ISSOCK(mode) and _splice_socket(src, dst):
             return
         buffer = bytearray(RELAY_CHUNK)
         view = memoryview(buffer)
@@ -124,6 +128,39 @@ def tune_malloc() -> bool:
         (_M_ARENA_MAX, ARENA_MAX), (_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
         (_M_TRIM_THRESHOLD, TRIM_THRESHOLD))]
     return all(done)
+
+
+def _splice_socket(src: int, dst: int) -> bool:
+    """Splice socket ``src`` into pipe ``dst`` until EOF; False if splice does not apply.
+
+    A blocking splice from a Unix socket can sit on data that has already
+    arrived (seen: a response stuck in the kernel until the next one came),
+    so every splice is non-blocking and poll() does the waiting: first for
+    data to read, then for room in the pipe.
+    """
+    splice = getattr(os, "splice", None)
+    nonblock = getattr(os, "SPLICE_F_NONBLOCK", None)
+    if splice is None or nonblock is None or not stat.S_ISFIFO(os.fstat(dst).st_mode):
+        return False
+    readable, writable = select.poll(), select.poll()
+    readable.register(src, select.POLLIN)
+    writable.register(dst, select.POLLOUT)
+    started = False
+    try:
+        while True:
+            try:
+                n = splice(src, dst, RELAY_CHUNK, flags=nonblock)
+            except BlockingIOError:
+                readable.poll()
+                writable.poll()
+                continue
+            if n == 0:
+                return True
+            started = True
+    except OSError as exc:
+        if not started and exc.errno in _NO_SPLICE:
+            return False
+        raise
 
 
 # A Unix socket path must fit in sun_path (108 bytes on Linux, 104 on macOS).
