@@ -1,0 +1,67 @@
+"""``make bench``: every benchmark against a private Azurite, beside its reference.
+
+Usage: python bench/run.py [SECTION ...]   (sections: transport source store
+destination memory latency cold; default all). BENCH_SCALE scales the data
+sizes (default in bench/common.py). Results: bench/results/latest.md and .json.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common
+from report import Report
+
+from kloset_sdk.transport import tune_malloc
+
+
+def sections() -> dict[str, object]:
+    import bench_transport
+
+    return {
+        "transport": bench_transport.run,
+    }
+
+
+def main(argv: list[str]) -> int:
+    # The bench process is the reference's client (Azure SDK) and plakar's side of the
+    # pipes: give it the same allocator settings as the plugins, so references are not
+    # slowed down by page faults either.
+    tune_malloc()
+    plakar_bin = common.plakar_bin()
+    report = Report(scale=common.SCALE, machine=common.machine(plakar_bin))
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    report.machine["load"] = f"{load} (1/5/15 min, at start)"
+    available = sections()
+    chosen = argv or list(available)
+    unknown = [s for s in chosen if s not in available]
+    if unknown:
+        print(f"unknown section(s): {', '.join(unknown)}; choose from {', '.join(available)}")
+        return 2
+    print(f"bench: scale {common.SCALE:g}, sections {', '.join(chosen)}", flush=True)
+    failed = []
+    for name in chosen:
+        print(f"== {name}", flush=True)
+        start = time.monotonic()
+        try:
+            available[name](report)  # type: ignore[operator]
+        except Exception:
+            traceback.print_exc()
+            report.notes.append(f"section {name} failed: {traceback.format_exc().splitlines()[-1]}")
+            failed.append(name)
+        report.durations[name] = time.monotonic() - start
+        report.save(common.BENCH / "results")
+    path = report.save(common.BENCH / "results")
+    print(report.markdown())
+    print(f"saved {path}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
