@@ -19,9 +19,13 @@ from azure.storage.blob import BlobClient
 
 def read_range(blob: BlobClient, etag: str, offset: int, length: int) -> bytes:
     """``length`` bytes from ``offset``, provided the blob still has ``etag``."""
-    data = blob.download_blob(offset, length, etag=etag,
-                              match_condition=MatchConditions.IfNotModified,
-                              max_concurrency=1, decompress=False).readall()
+    downloader = blob.download_blob(offset, length, etag=etag,
+                                    match_condition=MatchConditions.IfNotModified,
+                                    max_concurrency=1, decompress=False)
+    # chunks(), not readall(): readall() copies the body through a BytesIO (two
+    # more copies of every range); a body fetched in one request is one chunk,
+    # which join() returns as is.
+    data = b"".join(downloader.chunks())
     if len(data) != length:
         raise EOFError(f"got {len(data)} bytes instead of {length}")
     return data
