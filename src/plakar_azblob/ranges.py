@@ -3,12 +3,14 @@
 Each range is one ``Get Blob`` request of at most ``range_size`` bytes,
 conditional on the ETag the caller saw: if the blob changes while it is
 read, the next request fails instead of mixing two versions. At most
-``max_concurrency`` ranges are held at a time, so memory stays bounded
-whatever the blob's size.
+``max_concurrency`` ranges are held at a time per blob, and ranges fetched
+ahead of need share one budget for the whole process, so memory stays
+bounded whatever the blobs' sizes and however many are read at once.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -49,26 +51,76 @@ def read_ranges(
     return _following(blob, etag, size, first, range_size, max(1, max_concurrency))
 
 
+class _Budget:
+    """Bytes that all readers of the process may hold in prefetched ranges together."""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> bool:
+        with self._lock:
+            if n > self._free:
+                return False
+            self._free -= n
+            return True
+
+    def give(self, n: int) -> None:
+        if n:
+            with self._lock:
+                self._free += n
+
+
+# Ranges fetched ahead of the one a reader waits for, all readers together:
+# plakar opens up to -concurrency files at once (the number of CPUs by
+# default), so a per-reader window alone would let memory grow with it.
+PREFETCH_BYTES = 16 * 1024 * 1024
+_prefetch = _Budget(PREFETCH_BYTES)
+
+
 def _following(
     blob: BlobClient, etag: str, size: int, first: bytes, range_size: int, window: int,
 ) -> Iterator[bytes]:
+    """``first``, then the following ranges in order.
+
+    Each reader always has the range it needs next in flight; ranges beyond
+    it are fetched ahead only while the shared prefetch budget allows, and at
+    most ``window`` ranges are held in all.
+    """
     yield first
     offsets = iter(range(len(first), size, range_size))
-    pending: deque[Future[bytes]] = deque()
+    upcoming = next(offsets, None)
+    pending: deque[tuple[Future[bytes], int]] = deque()  # (range, budget bytes it holds)
     pool = ThreadPoolExecutor(window, thread_name_prefix="azblob-range")
+    held = 0  # budget bytes of the range being consumed
 
-    def fetch_next() -> None:
-        offset = next(offsets, None)
-        if offset is not None:
-            pending.append(pool.submit(read_range, blob, etag, offset,
-                                       min(range_size, size - offset)))
+    def fetch_next(ahead: bool) -> bool:
+        nonlocal upcoming
+        if upcoming is None or len(pending) >= window:
+            return False
+        length = min(range_size, size - upcoming)
+        if ahead and not _prefetch.take(length):
+            return False
+        future = pool.submit(read_range, blob, etag, upcoming, length)
+        pending.append((future, length if ahead else 0))
+        upcoming = next(offsets, None)
+        return True
 
     try:
-        for _ in range(window):
-            fetch_next()
-        while pending:
-            data = pending.popleft().result()
-            fetch_next()
+        while pending or upcoming is not None:
+            if not pending:
+                fetch_next(ahead=False)
+            while fetch_next(ahead=True):
+                pass
+            future, held = pending.popleft()
+            data = future.result()
             yield data
+            del data
+            _prefetch.give(held)
+            held = 0
     finally:
+        _prefetch.give(held)
+        for future, amount in pending:
+            future.cancel()
+            _prefetch.give(amount)
         pool.shutdown(wait=False, cancel_futures=True)
