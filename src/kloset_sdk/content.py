@@ -76,24 +76,29 @@ class IncomingContent(io.RawIOBase):
         """Read up to ``size`` bytes, waiting for them unless the content ends first."""
         if size is None or size < 0:
             return b"".join(self.chunks())
-        parts: list[bytes] = []
+        # Views of the received chunks, copied once by join (or not at all when
+        # the read is exactly one whole chunk).
+        parts: list[memoryview] = []
         want = size
         while want > 0:
             if not self._pending and not self._next():
                 break
             part = self._pending[:want]
             self._pending = self._pending[len(part):]
-            parts.append(bytes(part))
+            parts.append(part)
             want -= len(part)
+        if len(parts) == 1:
+            return _as_bytes(parts[0])
         return b"".join(parts)
 
     def chunks(self) -> Iterator[bytes]:
         """The remaining content, chunk by chunk as it arrived."""
         if self._pending:
-            yield bytes(self._pending)
+            chunk = _as_bytes(self._pending)
             self._pending = memoryview(b"")
+            yield chunk
         while self._next():
-            chunk = bytes(self._pending)
+            chunk = _as_bytes(self._pending)
             self._pending = memoryview(b"")
             yield chunk
 
@@ -104,6 +109,14 @@ class IncomingContent(io.RawIOBase):
                 pass
         except Exception:
             pass
+
+
+def _as_bytes(view: memoryview) -> bytes:
+    """``view`` as bytes: the chunk itself when the view covers all of it, else a copy."""
+    whole = view.obj
+    if type(whole) is bytes and len(view) == len(whole):
+        return whole
+    return bytes(view)
 
 
 def iter_chunks(content: Readable, size: int = CHUNK_SIZE) -> Iterator[bytes]:
