@@ -104,8 +104,9 @@ class ExporterService(Service[Exporter], pb_grpc.ExporterServicer):
                         elif packet == "chunk":
                             if current is None:
                                 raise ProtocolError("plakar sent file content without a record")
-                            if request.chunk:
-                                current.feed(request.chunk)
+                            chunk = request.chunk  # each access copies the bytes
+                            if chunk:
+                                current.feed(chunk)
                             else:
                                 current.finish()
                                 current = None
