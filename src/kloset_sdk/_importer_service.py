@@ -33,6 +33,14 @@ def options_from_proto(msg: Any) -> Options:
     )
 
 
+def _key(rec: Any) -> str:
+    """The key of a record as plakar sends it (see Record.key)."""
+    if rec.isXattr:
+        sep = "@" if rec.xattrType == 1 else ":"
+        return f"xattr:{rec.pathname}{sep}{rec.xattrName}"
+    return str(rec.pathname)
+
+
 class ImporterService(Service[Importer], pb_grpc.ImporterServicer):
     def __init__(self, factory: ImporterFactory) -> None:
         super().__init__()
@@ -73,23 +81,23 @@ class ImporterService(Service[Importer], pb_grpc.ImporterServicer):
         acks.join()
 
     def _consume_acks(self, imp: Importer, requests: Iterator[pb.ImportRequest]) -> None:
+        # Converting each acknowledged record back is only worth it for an importer
+        # that looks at the results (plakar acknowledges every record, xattrs too).
+        notify = type(imp).acknowledge is not Importer.acknowledge
         try:
             for request in requests:
-                result = result_from_proto(request.result)
+                key = _key(request.result.header)
                 with self._lock:
-                    self._openers.pop(result.record.key, None)
-                imp.acknowledge(result)
+                    self._openers.pop(key, None)
+                if notify:
+                    imp.acknowledge(result_from_proto(request.result))
         except grpc.RpcError:
             pass  # plakar went away; the RPC is already over
         except Exception:
             log.exception("acknowledgement handling failed")
 
     def Open(self, request: pb.OpenRequest, context: Any) -> Iterator[pb.OpenResponse]:
-        rec = request.record
-        key = rec.pathname
-        if rec.isXattr:
-            sep = "@" if rec.xattrType == 1 else ":"
-            key = f"xattr:{rec.pathname}{sep}{rec.xattrName}"
+        key = _key(request.record)
         with self._lock:
             opener = self._openers.get(key)
         if opener is None:
