@@ -41,6 +41,11 @@ proto: venv
 test: tools
 	$(PY) -m pytest
 
+# Benchmarks against a private Azurite (BENCH_SCALE scales the data, default 0.25):
+# bench/results/latest.md and latest.json.
+bench: tools
+	$(PY) bench/run.py
+
 lint: venv
 	$(VENV)/bin/ruff check src tests tools
 	$(VENV)/bin/mypy

@@ -22,10 +22,21 @@ from kloset_sdk.transport import tune_malloc
 
 
 def sections() -> dict[str, object]:
+    import bench_cold
+    import bench_latency
+    import bench_memory
+    import bench_source
+    import bench_store
     import bench_transport
 
     return {
         "transport": bench_transport.run,
+        "large": bench_source.run_large,
+        "small": bench_source.run_small,
+        "store": bench_store.run,
+        "memory": bench_memory.run,
+        "latency": bench_latency.run,
+        "cold": bench_cold.run,
     }
 
 

@@ -1,0 +1,260 @@
+"""5-6. The storage connector (a Kloset store on Azure) and the destination connector.
+
+One local directory is backed up into a store on Azure (``@azstore``) and
+into a local store; both snapshots are restored to local disk, and the
+local one is also restored into a container (``-to @dst``). Then each
+connector alone against the Azure SDK doing the same transfers: the store's
+Put and Get of the packfiles plakar wrote, and the exporter's uploads of
+the directory's files.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from azure.storage.blob import BlobServiceClient, ContainerClient
+from azurite import Azurite, start_azurite
+from common import (
+    BenchPlakar,
+    MiB,
+    PluginMemory,
+    alternate,
+    human,
+    random_block,
+    remove_tree,
+    scaled,
+    snapshot_id,
+    timed,
+    write_file,
+)
+from harness import SplicePlugin, StoreClient, export_files, plugin_argv
+from report import Report
+
+RUNS = 2
+DIR_SIZE = 2 * 1024 * MiB
+FILE_SIZE = 16 * MiB
+CONCURRENCY = os.cpu_count() or 2
+BLOCK = 4 * MiB  # the connector's default block_size
+WINDOW = 8  # the connector's default max_concurrency
+PLAKAR_GOAL = 0.8
+PLUGIN_GOAL = 0.9
+
+
+def sdk_client(az: Azurite, container: str, endpoint: str | None = None) -> ContainerClient:
+    """Set up like the connector: 4 MiB blocks and single puts, 4 MiB first get."""
+    cs = az.connection_string
+    if endpoint:
+        cs = cs.replace(az.endpoint, endpoint)
+    return BlobServiceClient.from_connection_string(
+        cs, max_single_put_size=BLOCK, max_block_size=BLOCK,
+        max_single_get_size=BLOCK, max_chunk_get_size=BLOCK,
+    ).get_container_client(container)
+
+
+def make_dir(root: Path, total: int, file_size: int = FILE_SIZE) -> list[tuple[str, int]]:
+    files = []
+    n = max(1, total // file_size)
+    for i in range(n):
+        rel = f"part-{i // 16:02d}/file-{i:04d}.bin"
+        write_file(root / rel, file_size, 5000 + i)
+        files.append((rel, file_size))
+    return files
+
+
+def chunk_pool() -> list[bytes]:
+    """32 distinct random 1 MiB chunks, cycled as content (Azure does not dedup)."""
+    block = random_block(32 * MiB, 99)
+    return [block[i * MiB:(i + 1) * MiB] for i in range(32)]
+
+
+class StoreBench:
+    def __init__(self, report: Report) -> None:
+        self.report = report
+        self.az = start_azurite()
+        self.pk = BenchPlakar()
+        self.work = self.pk.root / "work"
+        self.work.mkdir()
+
+    def close(self) -> None:
+        try:
+            self.pk.stop()
+        finally:
+            self.az.stop()
+
+    def cs(self, endpoint: str | None = None) -> str:
+        cs = self.az.connection_string
+        return cs.replace(self.az.endpoint, endpoint) if endpoint else cs
+
+    def add(self, kind: str, name: str, container: str, endpoint: str | None = None) -> None:
+        self.pk.plakar(kind, "add", name, f"azblob://{container}",
+                       f"connection_string={self.cs(endpoint)}")
+
+
+def run(report: Report) -> None:
+    b = StoreBench(report)
+    try:
+        _run(b)
+    finally:
+        b.close()
+
+
+def _run(b: StoreBench) -> None:
+    report = b.report
+    total = scaled(DIR_SIZE, 64 * MiB)
+    src = b.work / "src"
+    files = make_dir(src, total)
+    total = sum(size for _, size in files)
+    label = f"{human(total)} ({len(files)} x {human(FILE_SIZE)})"
+
+    # -- 5. plakar backup into @azstore vs a local store --
+    b.add("store", "azstore", "kstore")
+    b.pk.plakar("at", "@azstore", "create")
+    local_store = str(b.work / "local-store")
+    b.pk.plakar("at", local_store, "create")
+    with PluginMemory(str(b.pk.root)) as mem:
+        t_az, proc = timed(lambda: b.pk.plakar("at", "@azstore", "backup", str(src)))
+    az_snap = snapshot_id(proc)
+    t_fs, proc = timed(lambda: b.pk.plakar("at", local_store, "backup", str(src)))
+    fs_snap = snapshot_id(proc)
+    mib = total / MiB
+    report.ratio_row("5", "`plakar at @azstore backup` (storage connector)", label,
+                     mib / t_az, "MiB/s", "same backup into a local store", mib / t_fs,
+                     PLAKAR_GOAL, runs={"plugin": [t_az], "local": [t_fs]},
+                     note=f"storage peak RSS {mem.peak('storage') / MiB:.0f} MiB")
+
+    # -- restores: from @azstore and from the local store, to local disk --
+    out_az, out_fs = b.work / "restore-az", b.work / "restore-fs"
+    with PluginMemory(str(b.pk.root)) as mem:
+        t_raz, _ = timed(lambda: b.pk.plakar("at", "@azstore", "restore", "-to", str(out_az),
+                                             az_snap))
+    t_rfs, _ = timed(lambda: b.pk.plakar("at", local_store, "restore", "-to", str(out_fs),
+                                         fs_snap))
+    remove_tree(out_az)
+    remove_tree(out_fs)
+    report.ratio_row("5", "`plakar at @azstore restore` to local disk", label, mib / t_raz,
+                     "MiB/s", "same restore from a local store", mib / t_rfs, PLAKAR_GOAL,
+                     runs={"plugin": [t_raz], "local": [t_rfs]},
+                     note=f"storage peak RSS {mem.peak('storage') / MiB:.0f} MiB")
+
+    # -- 6. restore of the local snapshot into a container vs to local disk --
+    b.add("destination", "dst", "restored")
+    with PluginMemory(str(b.pk.root)) as mem:
+        t_dst, _ = timed(lambda: b.pk.plakar("at", local_store, "restore", "-to", "@dst",
+                                             fs_snap))
+    out_fs2 = b.work / "restore-fs2"
+    t_rfs2, _ = timed(lambda: b.pk.plakar("at", local_store, "restore", "-to", str(out_fs2),
+                                          fs_snap))
+    remove_tree(out_fs2)
+    t_local = statistics.median([t_rfs, t_rfs2])
+    report.ratio_row("6", "`plakar restore -to @dst` (destination connector)", label,
+                     mib / t_dst, "MiB/s", "same restore to local disk", mib / t_local,
+                     PLAKAR_GOAL, runs={"plugin": [t_dst], "local": [t_rfs, t_rfs2]},
+                     note=f"exporter peak RSS {mem.peak('exporter') / MiB:.0f} MiB")
+
+    # -- 5. the storage connector alone: Put and Get of the packfiles plakar wrote --
+    kstore = sdk_client(b.az, "kstore")
+    packs = [(p.name, p.size) for p in kstore.list_blobs(name_starts_with="packfiles/")]
+    pack_bytes = sum(size for _, size in packs)
+    pack_label = f"{len(packs)} packfiles, {human(pack_bytes)}"
+    chunks = chunk_pool()
+    store_alone(b, packs, pack_bytes, pack_label, chunks)
+
+    # -- 6. the exporter alone vs SDK uploads of the same files --
+    exporter_alone(b, files, total, label, chunks)
+
+
+def store_alone(b: StoreBench, packs: list[tuple[str, int]], pack_bytes: int, label: str,
+                chunks: list[bytes]) -> None:
+    macs = [bytes.fromhex(name.rsplit("/", 1)[-1]) for name, _ in packs]
+    sizes = [size for _, size in packs]
+    plugin = SplicePlugin(plugin_argv("storage"))
+    try:
+        client = StoreClient(plugin.channel, {"location": "azblob://putbench",
+                                              "connection_string": b.cs()})
+        client.stub.Create(client.pb.CreateRequest(config=b"bench"), timeout=60)
+        sdk = sdk_client(b.az, "sdkbench")
+        sdk.create_container()
+        joined = b"".join(chunks)
+        bodies: dict[int, bytes] = {}
+
+        def body(size: int) -> bytes:
+            if size not in bodies:
+                bodies[size] = (joined * (size // len(joined) + 1))[:size]
+            return bodies[size]
+
+        def put_plugin() -> None:
+            with ThreadPoolExecutor(CONCURRENCY) as pool:
+                written = sum(pool.map(lambda ms: client.put(ms[0], ms[1], chunks),
+                                       zip(macs, sizes, strict=True)))
+            assert written == pack_bytes
+
+        def put_sdk() -> None:
+            def one(i: int) -> None:
+                sdk.get_blob_client(f"packfiles/{i:06d}").upload_blob(
+                    body(sizes[i]), overwrite=True, max_concurrency=WINDOW)
+            with ThreadPoolExecutor(CONCURRENCY) as pool:
+                list(pool.map(one, range(len(sizes))))
+
+        def get_plugin() -> None:
+            with ThreadPoolExecutor(CONCURRENCY) as pool:
+                assert sum(pool.map(client.get, macs)) == pack_bytes
+
+        def get_sdk() -> None:
+            def one(i: int) -> int:
+                down = sdk.get_blob_client(f"packfiles/{i:06d}").download_blob()
+                return sum(len(c) for c in down.chunks())
+            with ThreadPoolExecutor(CONCURRENCY) as pool:
+                assert sum(pool.map(one, range(len(sizes)))) == pack_bytes
+
+        puts = alternate(RUNS, plugin=put_plugin, sdk=put_sdk)
+        gets = alternate(RUNS, plugin=get_plugin, sdk=get_sdk)
+        client.close()
+    finally:
+        plugin.close_stdin()
+    mib = pack_bytes / MiB
+    for what, times, ref in (("Put", puts, "SDK upload_blob (4 MiB blocks)"),
+                             ("Get", gets, "SDK download_blob")):
+        b.report.ratio_row(
+            "5", f"storage connector alone: {what} of plakar's packfiles, "
+            f"{CONCURRENCY} at a time", label, mib / statistics.median(times["plugin"]),
+            "MiB/s", f"{ref}, same objects and concurrency",
+            mib / statistics.median(times["sdk"]), PLUGIN_GOAL, runs=times)
+
+
+def exporter_alone(b: StoreBench, files: list[tuple[str, int]], total: int, label: str,
+                   chunks: list[bytes]) -> None:
+    sdk = sdk_client(b.az, "exportsdk")
+    sdk.create_container()
+    paths = [("/" + rel, size) for rel, size in files]
+    joined = b"".join(chunks)
+
+    plugin = SplicePlugin(plugin_argv("exporter"))
+
+    def via_plugin() -> None:
+        n = export_files(plugin.channel, {"location": "azblob://exported",
+                                          "connection_string": b.cs()},
+                         CONCURRENCY, paths, chunks)
+        assert n == len(paths), n
+
+    def via_sdk() -> None:
+        def one(item: tuple[str, int]) -> None:
+            path, size = item
+            data = (joined * (size // len(joined) + 1))[:size]
+            sdk.get_blob_client(path.lstrip("/")).upload_blob(data, overwrite=True,
+                                                              max_concurrency=WINDOW)
+        with ThreadPoolExecutor(CONCURRENCY) as pool:
+            list(pool.map(one, paths))
+
+    try:
+        times = alternate(RUNS, plugin=via_plugin, sdk=via_sdk)
+    finally:
+        plugin.close_stdin()
+    mib = total / MiB
+    b.report.ratio_row(
+        "6", f"exporter alone: Export of the files, {CONCURRENCY} at a time", label,
+        mib / statistics.median(times["plugin"]), "MiB/s",
+        "SDK upload_blob (4 MiB blocks), same files and concurrency",
+        mib / statistics.median(times["sdk"]), PLUGIN_GOAL, runs=times)
