@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,10 +57,11 @@ class Azurite:
                 self.process.wait()
 
 
-def start_azurite(debug_log: Path | None = None) -> Azurite:
+def start_azurite(debug_log: Path | None = None, extra_args: Sequence[str] = ()) -> Azurite:
     port = free_port()
     args = [azurite_bin(), "--inMemoryPersistence", "--blobHost", "127.0.0.1",
-            "--blobPort", str(port), "--skipApiVersionCheck", "--loose", "--silent"]
+            "--blobPort", str(port), "--skipApiVersionCheck", "--loose", "--silent",
+            *extra_args]
     if debug_log is not None:
         args += ["--debug", str(debug_log)]
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

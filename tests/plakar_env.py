@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -25,6 +26,18 @@ def plakar_bin() -> str:
     if not found or not Path(found).exists():
         raise RuntimeError("plakar is not built: run `make plakar`")
     return found
+
+
+def output(proc: subprocess.CompletedProcess[str]) -> str:
+    """Everything a plakar command printed (it reports on both streams)."""
+    return proc.stdout + proc.stderr
+
+
+def snapshot_id(proc: subprocess.CompletedProcess[str]) -> str:
+    """The short ID of the snapshot a ``plakar backup`` made."""
+    found = re.findall(r"^([0-9a-f]{8}): backup completed", output(proc), re.MULTILINE)
+    assert found, output(proc)
+    return str(found[-1])
 
 
 def _processes_mentioning(text: str) -> list[int]:

@@ -31,7 +31,7 @@ from azure.storage.blob import (
     generate_container_sas,
 )
 from azurite import ACCOUNT, KEY, Azurite, start_azurite
-from plakar_env import PASSPHRASE, PlakarEnv
+from plakar_env import PASSPHRASE, PlakarEnv, output, snapshot_id
 from tree_compare import make_sample_tree, snapshot
 
 from plakar_azblob.destination import content_type
@@ -72,14 +72,6 @@ def pk(env: PlakarEnv, *args: str, ok: bool = True) -> CompletedProcess[str]:
     return env.run(*args, ok=ok, timeout=TIMEOUT)
 
 
-def output(proc: CompletedProcess[str]) -> str:
-    return proc.stdout + proc.stderr
-
-
-def snap_id(proc: CompletedProcess[str]) -> str:
-    found = re.findall(r"^([0-9a-f]{8}): backup completed", output(proc), re.MULTILINE)
-    assert found, output(proc)
-    return found[-1]
 
 
 def service(azurite: Azurite) -> BlobServiceClient:
@@ -244,7 +236,7 @@ def test_source_backup_tricky_container_restore_and_inspect(
        f"connection_string={azurite.connection_string}")
     store = str(tmp_path / "store")
     pk(azplakar, "at", store, "create")
-    snap = snap_id(pk(azplakar, "at", store, "backup", "@tricky"))
+    snap = snapshot_id(pk(azplakar, "at", store, "backup", "@tricky"))
     listing = pk(azplakar, "at", store, "ls").stdout
     assert re.search(rf"{snap}\s.*\s/$", listing, re.MULTILINE), listing
 
@@ -306,7 +298,7 @@ def test_source_backup_of_a_prefix_with_a_space(
        f"connection_string={azurite.connection_string}")
     store = str(tmp_path / "store")
     pk(azplakar, "at", store, "create")
-    snap = snap_id(pk(azplakar, "at", store, "backup", "@src:my dir"))
+    snap = snapshot_id(pk(azplakar, "at", store, "backup", "@src:my dir"))
     listing = pk(azplakar, "at", store, "ls").stdout
     assert re.search(rf"{snap}\s.*\s/my dir$", listing, re.MULTILINE), listing
     entries = ls_recursive(azplakar, store, snap)
@@ -321,7 +313,7 @@ def test_source_backup_of_a_prefix_with_a_space(
     # Every character plakar's URL formatter escapes comes back as it was.
     odd = "odd #?%41 100%"
     container.upload_blob(f"{odd}/f.txt", b"odd prefix")
-    snap = snap_id(pk(azplakar, "at", store, "backup", f"@src:{odd}"))
+    snap = snapshot_id(pk(azplakar, "at", store, "backup", f"@src:{odd}"))
     listing = pk(azplakar, "at", store, "ls").stdout
     assert re.search(rf"{snap}\s.*\s/{re.escape(odd)}$", listing, re.MULTILINE), listing
     assert pk(azplakar, "at", store, "cat", f"{snap}:/{odd}/f.txt").stdout == "odd prefix"
@@ -342,13 +334,13 @@ def test_incremental_backup_downloads_nothing(
     pk(azplakar, "at", store, "create")
 
     before = len(logged.downloads(name))
-    first = snap_id(pk(azplakar, "at", store, "backup", "@incr"))
+    first = snapshot_id(pk(azplakar, "at", store, "backup", "@incr"))
     got = logged.downloads(name)[before:]
     # Each non-empty blob is read exactly once (the counting pass reads nothing).
     assert sorted(b for b in got if b != "empty") == sorted(b for b in files if b != "empty")
 
     before = len(logged.downloads(name))
-    second = snap_id(pk(azplakar, "at", store, "backup", "@incr"))
+    second = snapshot_id(pk(azplakar, "at", store, "backup", "@incr"))
     assert logged.downloads(name)[before:] == []
     assert second != first
     assert ls_recursive(azplakar, store, second) == ls_recursive(azplakar, store, first)
@@ -357,7 +349,7 @@ def test_incremental_backup_downloads_nothing(
     time.sleep(1.1)  # Last-Modified has a one-second resolution
     container.upload_blob("dir/sub/c.txt", b"gamma, changed", overwrite=True)
     before = len(logged.downloads(name))
-    third = snap_id(pk(azplakar, "at", store, "backup", "@incr"))
+    third = snapshot_id(pk(azplakar, "at", store, "backup", "@incr"))
     assert logged.downloads(name)[before:] == ["dir/sub/c.txt"]
     cat = pk(azplakar, "at", store, "cat", f"{third}:/dir/sub/c.txt")
     assert cat.stdout == "gamma, changed"
@@ -388,7 +380,7 @@ def test_store_life_cycle(azplakar: PlakarEnv, logged: LoggedAzurite, tmp_path: 
     assert again.returncode != 0
     assert f"a Kloset store already exists at azblob://{cname}/some/prefix" in output(again)
 
-    snap1 = snap_id(pk(azplakar, "at", "@azst", "backup", str(src)))
+    snap1 = snapshot_id(pk(azplakar, "at", "@azst", "backup", str(src)))
     check = pk(azplakar, "at", "@azst", "check")
     assert "check completed without errors" in output(check)
     assert re.search(rf"{snap1}\s.*\s{re.escape(str(src))}$",
@@ -403,7 +395,7 @@ def test_store_life_cycle(azplakar: PlakarEnv, logged: LoggedAzurite, tmp_path: 
 
     # A second snapshot, the first removed, then maintenance.
     (src / "new.txt").write_text("added later\n")
-    snap2 = snap_id(pk(azplakar, "at", "@azst", "backup", str(src)))
+    snap2 = snapshot_id(pk(azplakar, "at", "@azst", "backup", str(src)))
     pk(azplakar, "at", "@azst", "rm", "-apply", snap1)
     listing = pk(azplakar, "at", "@azst", "ls").stdout
     assert snap2 in listing and snap1 not in listing
@@ -420,7 +412,7 @@ def test_store_life_cycle(azplakar: PlakarEnv, logged: LoggedAzurite, tmp_path: 
     pk(azplakar, "at", "@loc", "restore", "-to", str(tmp_path / "from-local"), snap2)
     assert snapshot(tmp_path / "from-local") == snapshot(src)
     (src / "newer.txt").write_text("made in the local store\n")
-    snap3 = snap_id(pk(azplakar, "at", "@loc", "backup", str(src)))
+    snap3 = snapshot_id(pk(azplakar, "at", "@loc", "backup", str(src)))
     pk(azplakar, "at", "@azst", "sync", "from", "@loc")
     assert snap3 in pk(azplakar, "at", "@azst", "ls").stdout
     cat = pk(azplakar, "at", "@azst", "cat", f"{snap3}:{src}/newer.txt")
@@ -466,7 +458,7 @@ def test_destination_restore_from_local_and_from_azblob_backups(
     make_sample_tree(src)
     store = str(tmp_path / "store")
     pk(azplakar, "at", store, "create")
-    local_snap = snap_id(pk(azplakar, "at", store, "backup", str(src)))
+    local_snap = snapshot_id(pk(azplakar, "at", store, "backup", str(src)))
 
     # Restore of a local directory into a container that does not exist yet.
     target = f"restored-{uuid.uuid4().hex[:10]}"
@@ -488,7 +480,7 @@ def test_destination_restore_from_local_and_from_azblob_backups(
     fill_tricky(source)
     pk(azplakar, "source", "add", "tricky", f"azblob://{source.container_name}",
        f"connection_string={azurite.connection_string}")
-    az_snap = snap_id(pk(azplakar, "at", store, "backup", "@tricky"))
+    az_snap = snapshot_id(pk(azplakar, "at", store, "backup", "@tricky"))
     target2 = new_container(azurite, "dst2")
     pk(azplakar, "destination", "add", "dst2", f"azblob://{target2.container_name}",
        f"account_name={ACCOUNT}", f"account_key={KEY}", f"endpoint={azurite.endpoint}")
@@ -514,7 +506,7 @@ def test_sas_token_store_and_read_only_sas(
     pk(azplakar, "store", "add", "sasst", f"azblob://{container.container_name}/kloset",
        f"sas_token={rw}", f"endpoint={azurite.endpoint}")
     pk(azplakar, "at", "@sasst", "create")
-    snap = snap_id(pk(azplakar, "at", "@sasst", "backup", str(src)))
+    snap = snapshot_id(pk(azplakar, "at", "@sasst", "backup", str(src)))
     pk(azplakar, "at", "@sasst", "restore", "-to", str(tmp_path / "restored"), snap)
     assert snapshot(tmp_path / "restored") == snapshot(src)
 
@@ -548,7 +540,7 @@ def test_sas_connection_string_and_anonymous_sources(
     conn = f"BlobEndpoint={azurite.endpoint};SharedAccessSignature={token}"
     pk(azplakar, "source", "add", "bysas", f"azblob://{private.container_name}",
        f"connection_string={conn}")
-    snap = snap_id(pk(azplakar, "at", store, "backup", "@bysas"))
+    snap = snapshot_id(pk(azplakar, "at", store, "backup", "@bysas"))
     assert pk(azplakar, "at", store, "cat", f"{snap}:/a/x.txt").stdout == "via a sas"
 
     # no_auth=true on a public container.
@@ -557,7 +549,7 @@ def test_sas_connection_string_and_anonymous_sources(
     public.upload_blob("top.bin", os.urandom(2 * MiB + 1))
     pk(azplakar, "source", "add", "pub", f"azblob://{public.container_name}", "no_auth=true",
        f"endpoint={azurite.endpoint}")
-    snap = snap_id(pk(azplakar, "at", store, "backup", "@pub"))
+    snap = snapshot_id(pk(azplakar, "at", store, "backup", "@pub"))
     pk(azplakar, "at", store, "restore", "-to", str(tmp_path / "pub"), snap)
     assert restored_tree(tmp_path / "pub") == expected_tree(public)
 

@@ -13,7 +13,6 @@ import ipaddress
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -28,8 +27,8 @@ from typing import Any
 
 import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
-from azurite import ACCOUNT, KEY, Azurite, azurite_bin, free_port
-from plakar_env import PlakarEnv, plakar_bin
+from azurite import ACCOUNT, KEY, Azurite, start_azurite
+from plakar_env import PlakarEnv, output, plakar_bin, snapshot_id
 from stdio_plugin import StdioPlugin
 from tree_compare import make_sample_tree, snapshot
 
@@ -71,14 +70,6 @@ def pk(env: PlakarEnv, *args: str, ok: bool = True) -> CompletedProcess[str]:
     return env.run(*args, ok=ok, timeout=TIMEOUT)
 
 
-def out(proc: CompletedProcess[str]) -> str:
-    return proc.stdout + proc.stderr
-
-
-def snap_id(proc: CompletedProcess[str]) -> str:
-    found = re.findall(r"^([0-9a-f]{8}): backup completed", out(proc), re.MULTILINE)
-    assert found, out(proc)
-    return str(found[-1])
 
 
 def installed(env: PlakarEnv) -> list[str]:
@@ -123,7 +114,7 @@ def backup_and_check(env: PlakarEnv, source: str, expected: dict[str, bytes],
     """backup @source into a local store, restore it locally, compare bytes."""
     store = str(tmp / f"store-{uuid.uuid4().hex[:6]}")
     pk(env, "at", store, "create")
-    snap = snap_id(pk(env, "at", store, "backup", f"@{source}"))
+    snap = snapshot_id(pk(env, "at", store, "backup", f"@{source}"))
     restored = tmp / f"restored-{snap}"
     pk(env, "at", store, "restore", "-to", str(restored), snap)
     assert files(restored) == expected
@@ -184,8 +175,8 @@ def test_source_store_and_destination_without_python(
     kstore = new_container(service, "kstore").container_name
     pk(nopy, "store", "add", "az", f"azblob://{kstore}/kloset", cs)
     pk(nopy, "at", "@az", "create")
-    snap = snap_id(pk(nopy, "at", "@az", "backup", str(sample)))
-    assert "check completed without errors" in out(pk(nopy, "at", "@az", "check"))
+    snap = snapshot_id(pk(nopy, "at", "@az", "backup", str(sample)))
+    assert "check completed without errors" in output(pk(nopy, "at", "@az", "check"))
     pk(nopy, "at", "@az", "restore", "-to", str(tmp_path / "from-az"), snap)
     assert snapshot(tmp_path / "from-az") == snapshot(sample)
     names = [b.name for b in service.get_container_client(kstore).list_blobs()]
@@ -194,7 +185,7 @@ def test_source_store_and_destination_without_python(
     # destination: the source backup restored into another container
     store = str(tmp_path / "local")
     pk(nopy, "at", store, "create")
-    snap = snap_id(pk(nopy, "at", store, "backup", "@src"))
+    snap = snapshot_id(pk(nopy, "at", store, "backup", "@src"))
     dst = new_container(service, "dst")
     pk(nopy, "destination", "add", "dst", f"azblob://{dst.container_name}", cs)
     pk(nopy, "at", store, "restore", "-to", "@dst", snap)
@@ -231,7 +222,7 @@ def test_upgrade_with_pkg_add_u(nopy: PlakarEnv, ptar: Path, azurite: Azurite,
 
     pk(nopy, "pkg", "add", str(ptar))
     refused = pk(nopy, "pkg", "add", str(newer), ok=False)
-    assert refused.returncode != 0 and "already installed" in out(refused)
+    assert refused.returncode != 0 and "already installed" in output(refused)
     pk(nopy, "pkg", "add", "-u", str(newer))
     assert installed(nopy) == [new]
     assert extracted(nopy) == [newer.name.removesuffix(".ptar")]
@@ -315,25 +306,7 @@ class _TokenHandler(BaseHTTPRequestHandler):
 
 def _https_azurite(cert: Path, key: Path) -> Azurite:
     """An Azurite serving https with OAuth (bearer tokens) enabled."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [azurite_bin(), "--inMemoryPersistence", "--blobHost", "127.0.0.1", "--blobPort",
-         str(port), "--skipApiVersionCheck", "--loose", "--silent", "--oauth", "basic",
-         "--cert", str(cert), "--key", str(key)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
-    server = Azurite(port, proc)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"azurite exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return server
-        except OSError:
-            time.sleep(0.1)
-    server.stop()
-    raise RuntimeError("azurite did not start within 30 s")
+    return start_azurite(extra_args=["--oauth", "basic", "--cert", str(cert), "--key", str(key)])
 
 
 def test_entra_id_managed_identity_in_the_packaged_build(

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
-from plakar_env import PlakarEnv, write_pydir_package
+from plakar_env import PlakarEnv, snapshot_id, write_pydir_package
 from tree_compare import make_sample_tree, snapshot
 
 pytestmark = pytest.mark.plakar
@@ -22,10 +21,6 @@ def pydir(plakar: PlakarEnv, tmp_path: Path) -> PlakarEnv:
     return plakar
 
 
-def _snapshot_id(output: str) -> str:
-    found = re.findall(r"^([0-9a-f]{8}): backup completed", output, re.MULTILINE)
-    assert found, output
-    return found[-1]
 
 
 def test_backup_from_sdk_importer_and_restore_through_sdk_exporter(
@@ -35,8 +30,7 @@ def test_backup_from_sdk_importer_and_restore_through_sdk_exporter(
     src.mkdir()
     make_sample_tree(src)
     pydir.run("at", str(store), "create")
-    out = pydir.run("at", str(store), "backup", f"pydir://{src}")
-    snap = _snapshot_id(out.stdout + out.stderr)
+    snap = snapshot_id(pydir.run("at", str(store), "backup", f"pydir://{src}"))
     listing = pydir.run("at", str(store), "ls").stdout
     assert snap in listing and str(src) in listing
 
@@ -60,7 +54,7 @@ def test_sdk_store_create_backup_check_restore(pydir: PlakarEnv, tmp_path: Path)
     pydir.run("at", at, "create")
     again = pydir.run("at", at, "create", ok=False)
     assert again.returncode != 0 and "already exists" in again.stdout + again.stderr
-    snap = _snapshot_id(pydir.run("at", at, "backup", str(src)).stdout)
+    snap = snapshot_id(pydir.run("at", at, "backup", str(src)))
     assert (store / "CONFIG").is_file() and any((store / "packfile").iterdir())
     check = pydir.run("at", at, "check")
     assert "check completed without errors" in check.stdout + check.stderr
