@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -9,7 +11,7 @@ from ._proto import store_pb2 as pb
 from ._proto import store_pb2_grpc as pb_grpc
 from ._service import Service, identity
 from ._status import abort
-from .content import IncomingContent, iter_chunks
+from .content import CHUNK_SIZE, IncomingContent, iter_chunks
 from .errors import ConnectorError
 from .storage import Range, Resource, Store, StoreFlag
 
@@ -97,7 +99,11 @@ class StoreService(Service[Store], pb_grpc.StoreServicer):
                 rng = Range(request.range.offset, request.range.length)
             data = self._get().get(_resource(request.type), _mac(request.mac), rng,
                                           StoreFlag(request.flags))
-            for chunk in iter_chunks(data):
+            chunks = iter_chunks(data)
+            if rng is None or rng.length > CHUNK_SIZE:
+                # Several chunks: fetch the next ones while plakar receives these.
+                chunks = _read_ahead(chunks, READ_AHEAD)
+            for chunk in chunks:
                 if not context.is_active():
                     return
                 yield pb.GetResponse(chunk=chunk)
@@ -115,6 +121,53 @@ class StoreService(Service[Store], pb_grpc.StoreServicer):
     def Close(self, request: pb.CloseRequest, context: Any) -> pb.CloseResponse:
         self._close(context)
         return pb.CloseResponse()
+
+
+# Chunks (at most 1 MiB each) a Get may hold ready ahead of plakar.
+READ_AHEAD = 8
+_END = object()
+
+
+def _read_ahead(chunks: Iterator[bytes], depth: int) -> Iterator[bytes]:
+    """``chunks``, pulled by a helper thread up to ``depth`` chunks ahead.
+
+    The store's reads (network requests) then overlap with the sending of
+    what they returned, instead of alternating with it. An error reaches
+    the consumer after the chunks that came before it.
+    """
+    ready: queue.Queue[Any] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                if not put(chunk):
+                    return
+            put(_END)
+        except BaseException as exc:
+            put(exc)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+
+    threading.Thread(target=produce, name="get-ahead", daemon=True).start()
+    try:
+        while (item := ready.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
 
 
 def _chunks(first: pb.PutRequest, rest: Iterator[pb.PutRequest]) -> Iterator[bytes]:
