@@ -74,7 +74,7 @@ class _Budget:
 # Ranges fetched ahead of the one a reader waits for, all readers together:
 # plakar opens up to -concurrency files at once (the number of CPUs by
 # default), so a per-reader window alone would let memory grow with it.
-PREFETCH_BYTES = 16 * 1024 * 1024
+PREFETCH_BYTES = 12 * 1024 * 1024
 _prefetch = _Budget(PREFETCH_BYTES)
 
 
