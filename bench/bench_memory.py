@@ -20,7 +20,7 @@ from common import (
     human,
     random_bytes,
     scaled,
-    timed,
+    watched,
 )
 from report import Report, Row
 
@@ -64,8 +64,8 @@ def run(report: Report) -> None:
         pk.plakar("source", "add", "big", "azblob://bigblob", f"connection_string={cs}")
         store = str(work / "store-big")
         pk.plakar("at", store, "create")
-        with PluginMemory(str(pk.root)) as mem:
-            t, _ = timed(lambda: pk.plakar("at", store, "backup", "@big"))
+        t, mem, _ = watched(pk, report.notes, "7 backup of one big blob", "at", store,
+                            "backup", "@big", azurite=az.process.pid)
         _row(report, "backing up one blob", human(size), "importer", mem, t)
         big.delete_container()
 
@@ -78,8 +78,8 @@ def run(report: Report) -> None:
         pk.plakar("source", "add", "many", "azblob://many", f"connection_string={cs}")
         store = str(work / "store-many")
         pk.plakar("at", store, "create")
-        with PluginMemory(str(pk.root)) as mem:
-            t, _ = timed(lambda: pk.plakar("at", store, "backup", "@many"))
+        t, mem, _ = watched(pk, report.notes, "7 backup of many blobs", "at", store,
+                            "backup", "@many", azurite=az.process.pid)
         _row(report, "backing up a container of many blobs", f"{count(n)} blobs", "importer",
              mem, t)
         many.delete_container()
@@ -96,8 +96,8 @@ def run(report: Report) -> None:
                     out.write(chunk)
         pk.plakar("store", "add", "azstore", "azblob://kstore", f"connection_string={cs}")
         pk.plakar("at", "@azstore", "create")
-        with PluginMemory(str(pk.root)) as mem:
-            t, _ = timed(lambda: pk.plakar("at", "@azstore", "backup", str(src)))
+        t, mem, _ = watched(pk, report.notes, "7 backup into @azstore", "at", "@azstore",
+                            "backup", str(src), azurite=az.process.pid)
         _row(report, "storing a backup", human(files * FILE_SIZE), "storage", mem, t)
     finally:
         try:

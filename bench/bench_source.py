@@ -21,14 +21,15 @@ from common import (
     BenchPlakar,
     MiB,
     NullSink,
-    PluginMemory,
     alternate,
     count,
+    cpu_note,
     human,
     random_block,
     scaled,
     snapshot_id,
     timed,
+    watched,
 )
 from harness import ImporterRun, SplicePlugin, plugin_argv
 from proxy import CountingProxy
@@ -152,7 +153,11 @@ class SourceBench:
 
             if unit == "MiB/s":
                 via_plugin()  # warm-up: connections, caches, Azurite's JIT
-            times = alternate(RUNS[unit], plugin=via_plugin, sdk=via_sdk)
+            cpu: dict[str, dict[str, float]] = {}
+            times = alternate(RUNS[unit], cpu=cpu, pids={
+                "plugin": plugin.proc.pid, "bench (client)": os.getpid(),
+                "Azurite": self.az.process.pid}, plugin=via_plugin, sdk=via_sdk)
+            self.report.notes.append(cpu_note(f"{section} {what}, importer alone vs SDK", cpu))
             run.close()
         finally:
             plugin.close_stdin()
@@ -169,20 +174,25 @@ class SourceBench:
         azblob snapshot's store."""
         times: dict[str, list[float]] = {"plugin": [], "local": []}
         store = ""
-        with PluginMemory(str(self.pk.root)) as mem:
-            for _ in range(PLAKAR_RUNS):
-                store = self.store()
-                t, _ = timed(lambda s=store: self.pk.plakar("at", s, "backup", f"@{source}"))
-                times["plugin"].append(t)
-                local_store = self.store()
-                t, _ = timed(lambda s=local_store: self.pk.plakar("at", s, "backup", str(local)))
-                times["local"].append(t)
+        peak = 0
+        notes = self.report.notes
+        az = self.az.process.pid
+        for _ in range(PLAKAR_RUNS):
+            store = self.store()
+            t, mem, _ = watched(self.pk, notes, f"{section} {what}: plakar backup @{source}",
+                                "at", store, "backup", f"@{source}", azurite=az)
+            times["plugin"].append(t)
+            peak = max(peak, mem.peak("importer"))
+            local_store = self.store()
+            t, _, _ = watched(self.pk, notes, f"{section} {what}: plakar backup of the local "
+                              "copy", "at", local_store, "backup", str(local), azurite=az)
+            times["local"].append(t)
         scale = (total_bytes / MiB) if unit == "MiB/s" else blobs
         p, r = statistics.median(times["plugin"]), statistics.median(times["local"])
         self.report.ratio_row(
             section, f"{what}: `plakar backup @src`", size, scale / p, unit,
             "`plakar backup` of the same files on local disk", scale / r, PLAKAR_GOAL,
-            runs=times, note=f"importer peak RSS {mem.peak('importer') / MiB:.0f} MiB")
+            runs=times, note=f"importer peak RSS {peak / MiB:.0f} MiB")
         return store
 
 
@@ -237,7 +247,8 @@ def incremental(b: SourceBench, label: str, count_: int) -> None:
 
         listings = [timed(bare_listing)[0] for _ in range(3)]
         proxy.reset()
-        t, proc = timed(lambda: b.pk.plakar("at", store, "backup", "@smallp"))
+        t, _, proc = watched(b.pk, b.report.notes, "4 incremental backup", "at", store,
+                             "backup", "@smallp", azurite=b.az.process.pid)
         second = proxy.snapshot()
         snapshot_id(proc)
         proxy.reset()

@@ -20,14 +20,14 @@ from azurite import Azurite, start_azurite
 from common import (
     BenchPlakar,
     MiB,
-    PluginMemory,
     alternate,
+    cpu_note,
     human,
     random_block,
     remove_tree,
     scaled,
     snapshot_id,
-    timed,
+    watched,
     write_file,
 )
 from harness import SplicePlugin, StoreClient, export_files, plugin_argv
@@ -114,10 +114,12 @@ def _run(b: StoreBench) -> None:
     b.pk.plakar("at", "@azstore", "create")
     local_store = str(b.work / "local-store")
     b.pk.plakar("at", local_store, "create")
-    with PluginMemory(str(b.pk.root)) as mem:
-        t_az, proc = timed(lambda: b.pk.plakar("at", "@azstore", "backup", str(src)))
+    notes, az = report.notes, b.az.process.pid
+    t_az, mem, proc = watched(b.pk, notes, "5 plakar at @azstore backup", "at", "@azstore",
+                              "backup", str(src), azurite=az)
     az_snap = snapshot_id(proc)
-    t_fs, proc = timed(lambda: b.pk.plakar("at", local_store, "backup", str(src)))
+    t_fs, _, proc = watched(b.pk, notes, "5 plakar backup into a local store", "at",
+                            local_store, "backup", str(src), azurite=az)
     fs_snap = snapshot_id(proc)
     mib = total / MiB
     report.ratio_row("5", "`plakar at @azstore backup` (storage connector)", label,
@@ -127,11 +129,10 @@ def _run(b: StoreBench) -> None:
 
     # -- restores: from @azstore and from the local store, to local disk --
     out_az, out_fs = b.work / "restore-az", b.work / "restore-fs"
-    with PluginMemory(str(b.pk.root)) as mem:
-        t_raz, _ = timed(lambda: b.pk.plakar("at", "@azstore", "restore", "-to", str(out_az),
-                                             az_snap))
-    t_rfs, _ = timed(lambda: b.pk.plakar("at", local_store, "restore", "-to", str(out_fs),
-                                         fs_snap))
+    t_raz, mem, _ = watched(b.pk, notes, "5 plakar at @azstore restore", "at", "@azstore",
+                            "restore", "-to", str(out_az), az_snap, azurite=az)
+    t_rfs, _, _ = watched(b.pk, notes, "5/6 plakar restore from a local store", "at",
+                          local_store, "restore", "-to", str(out_fs), fs_snap, azurite=az)
     remove_tree(out_az)
     remove_tree(out_fs)
     report.ratio_row("5", "`plakar at @azstore restore` to local disk", label, mib / t_raz,
@@ -141,12 +142,11 @@ def _run(b: StoreBench) -> None:
 
     # -- 6. restore of the local snapshot into a container vs to local disk --
     b.add("destination", "dst", "restored")
-    with PluginMemory(str(b.pk.root)) as mem:
-        t_dst, _ = timed(lambda: b.pk.plakar("at", local_store, "restore", "-to", "@dst",
-                                             fs_snap))
+    t_dst, mem, _ = watched(b.pk, notes, "6 plakar restore -to @dst", "at", local_store,
+                            "restore", "-to", "@dst", fs_snap, azurite=az)
     out_fs2 = b.work / "restore-fs2"
-    t_rfs2, _ = timed(lambda: b.pk.plakar("at", local_store, "restore", "-to", str(out_fs2),
-                                          fs_snap))
+    t_rfs2, _, _ = watched(b.pk, notes, "6 plakar restore to local disk", "at", local_store,
+                           "restore", "-to", str(out_fs2), fs_snap, azurite=az)
     remove_tree(out_fs2)
     t_local = statistics.median([t_rfs, t_rfs2])
     report.ratio_row("6", "`plakar restore -to @dst` (destination connector)", label,
@@ -209,8 +209,14 @@ def store_alone(b: StoreBench, packs: list[tuple[str, int]], pack_bytes: int, la
             with ThreadPoolExecutor(CONCURRENCY) as pool:
                 assert sum(pool.map(one, range(len(sizes)))) == pack_bytes
 
-        puts = alternate(RUNS, plugin=put_plugin, sdk=put_sdk)
-        gets = alternate(RUNS, plugin=get_plugin, sdk=get_sdk)
+        pids = {"plugin": plugin.proc.pid, "bench (client)": os.getpid(),
+                "Azurite": b.az.process.pid}
+        cpu_put: dict[str, dict[str, float]] = {}
+        cpu_get: dict[str, dict[str, float]] = {}
+        puts = alternate(RUNS, cpu=cpu_put, pids=pids, plugin=put_plugin, sdk=put_sdk)
+        gets = alternate(RUNS, cpu=cpu_get, pids=pids, plugin=get_plugin, sdk=get_sdk)
+        b.report.notes.append(cpu_note("5 storage connector alone, Put", cpu_put))
+        b.report.notes.append(cpu_note("5 storage connector alone, Get", cpu_get))
         client.close()
     finally:
         plugin.close_stdin()
@@ -248,10 +254,14 @@ def exporter_alone(b: StoreBench, files: list[tuple[str, int]], total: int, labe
         with ThreadPoolExecutor(CONCURRENCY) as pool:
             list(pool.map(one, paths))
 
+    cpu: dict[str, dict[str, float]] = {}
     try:
-        times = alternate(RUNS, plugin=via_plugin, sdk=via_sdk)
+        times = alternate(RUNS, cpu=cpu, pids={
+            "plugin": plugin.proc.pid, "bench (client)": os.getpid(),
+            "Azurite": b.az.process.pid}, plugin=via_plugin, sdk=via_sdk)
     finally:
         plugin.close_stdin()
+    b.report.notes.append(cpu_note("6 exporter alone", cpu))
     mib = total / MiB
     b.report.ratio_row(
         "6", f"exporter alone: Export of the files, {CONCURRENCY} at a time", label,

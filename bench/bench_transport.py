@@ -9,7 +9,7 @@ from harness import SocketServer, SplicePlugin, StoreClient
 from null_connector import BLOCK
 from report import Report
 
-RUNS = 3
+RUNS = 5
 SIZE = 1 * GiB  # cheap enough to keep whatever the scale
 GOAL = 0.8
 

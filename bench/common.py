@@ -103,14 +103,34 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, result
 
 
-def alternate(runs: int, **fns: Callable[[], Any]) -> dict[str, list[float]]:
+def alternate(runs: int, cpu: dict[str, dict[str, float]] | None = None,
+              pids: dict[str, int] | None = None,
+              **fns: Callable[[], Any]) -> dict[str, list[float]]:
     """Run each function ``runs`` times, interleaved (a, b, a, b...), so that both
-    see the same machine conditions; returns the times of each."""
+    see the same machine conditions; returns the times of each.
+
+    With ``pids`` (name -> pid), ``cpu`` receives the mean CPU seconds per run
+    each of those processes used during each function."""
     times: dict[str, list[float]] = {name: [] for name in fns}
+    used: dict[str, dict[str, float]] = {name: {} for name in fns}
     for _ in range(runs):
         for name, fn in fns.items():
-            times[name].append(timed(fn)[0])
+            with CpuMeter(**(pids or {})) as meter:
+                times[name].append(timed(fn)[0])
+            for proc, seconds in meter.used.items():
+                used[name][proc] = used[name].get(proc, 0.0) + seconds / runs
+    if cpu is not None:
+        cpu.update(used)
     return times
+
+
+def cpu_note(label: str, cpu: dict[str, dict[str, float]]) -> str:
+    """``label``: CPU seconds per run of each process, for each measured function."""
+    parts = []
+    for fn, procs in cpu.items():
+        inner = ", ".join(f"{proc} {seconds:.2f}" for proc, seconds in procs.items())
+        parts.append(f"{fn}: {inner}")
+    return f"{label}: CPU s per run — " + "; ".join(parts)
 
 
 # -- machine --
@@ -183,28 +203,42 @@ def _read(path: str) -> bytes:
 
 
 class PluginMemory:
-    """Polls /proc for plugin processes of one plakar environment; keeps each one's VmHWM.
+    """Polls /proc for the processes of one plakar environment: each plugin's VmHWM,
+    and the CPU time of plugins and of plakar (its command and its cache daemon).
 
-    A plugin is a process whose command line mentions ``plakar-azblob`` and
-    whose environment holds the environment's private folder (plakar and its
-    cache daemon pass their environment on to the connectors they start).
+    They are the processes whose environment holds the environment's private
+    folder (plakar and its cache daemon pass their environment on to the
+    connectors they start); a plugin's command line mentions ``plakar-azblob``.
+    ``others`` are more processes to account CPU for (such as Azurite).
     """
 
-    def __init__(self, marker: str, needle: bytes = b"plakar-azblob", period: float = 0.05):
+    def __init__(self, marker: str, needle: bytes = b"plakar-azblob", period: float = 0.05,
+                 **others: int) -> None:
         self.marker = marker.encode()
         self.needle = needle
         self.period = period
-        self.peaks: dict[int, tuple[str, int]] = {}  # pid -> (kind, VmHWM bytes)
+        self.peaks: dict[int, tuple[str, int]] = {}  # plugin pid -> (kind, VmHWM bytes)
+        self._cpu: dict[int, tuple[str, float, float]] = {}  # pid -> (group, first, last)
+        self._foreign: set[int] = set()
+        self._others = others
+        self._others_start = {name: cpu_seconds(pid) for name, pid in others.items()}
+        self.others_cpu: dict[str, float] = {}
+        self.seconds = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="rss-watch")
 
     def __enter__(self) -> PluginMemory:
+        self._started = time.monotonic()
+        self.poll(initial=True)  # processes already there count from now
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        self.seconds = time.monotonic() - self._started
+        self.others_cpu = {name: cpu_seconds(pid) - self._others_start[name]
+                           for name, pid in self._others.items()}
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -212,19 +246,28 @@ class PluginMemory:
             self._stop.wait(self.period)
         self.poll()
 
-    def poll(self) -> None:
+    def poll(self, initial: bool = False) -> None:
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
             pid = int(entry)
+            if pid in self._foreign:
+                continue
             try:
+                if pid not in self._cpu and self.marker not in _read(f"/proc/{pid}/environ"):
+                    self._foreign.add(pid)
+                    continue
                 cmdline = _read(f"/proc/{pid}/cmdline")
-                if self.needle not in cmdline:
-                    continue
-                if pid not in self.peaks and self.marker not in _read(f"/proc/{pid}/environ"):
-                    continue
                 status = _read(f"/proc/{pid}/status").decode()
             except OSError:
+                continue
+            # A new process shows plakar's command line until it execs: look again.
+            is_plugin = self.needle in cmdline or self._cpu.get(pid, ("",))[0] == "plugins"
+            used = cpu_seconds(pid)
+            group = "plugins" if is_plugin else "plakar"
+            first = self._cpu[pid][1] if pid in self._cpu else (used if initial else 0.0)
+            self._cpu[pid] = (group, first, used)
+            if not is_plugin:
                 continue
             m = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
             if not m:
@@ -238,6 +281,18 @@ class PluginMemory:
     def peak(self, kind: str | None = None) -> int:
         values = [v for k, v in self.peaks.values() if kind is None or k == kind]
         return max(values, default=0)
+
+    def cpu(self, group: str) -> float:
+        """CPU seconds used by ``group`` ("plakar" or "plugins") while watched (a
+        process already running when the watch began counts from its start)."""
+        return sum(last - first for g, first, last in self._cpu.values() if g == group)
+
+    def summary(self) -> str:
+        parts = [f"plakar {self.cpu('plakar'):.1f}", f"plugins {self.cpu('plugins'):.1f}"]
+        parts += [f"{name} {used:.1f}" for name, used in self.others_cpu.items()]
+        cores = os.cpu_count() or 1
+        return (f"CPU s: {', '.join(parts)} in {self.seconds:.1f} s "
+                f"({cores} cores: {cores * self.seconds:.0f} CPU s available)")
 
 
 # -- Azure --
@@ -316,3 +371,16 @@ def minor_faults(pid: int) -> int:
         return int(_read(f"/proc/{pid}/stat").rsplit(b")", 1)[1].split()[7])
     except (OSError, IndexError, ValueError):
         return 0
+
+
+def watched(pk: PlakarEnv, notes: list[str], label: str, *args: str,
+            azurite: int | None = None) -> tuple[float, PluginMemory,
+                                                 subprocess.CompletedProcess[str]]:
+    """Run plakar ``args``; return its wall time and the watch of its processes.
+
+    A line of CPU evidence (plakar, plugins, Azurite) is added to ``notes``."""
+    others = {"Azurite": azurite} if azurite else {}
+    with PluginMemory(str(pk.root), **others) as mem:
+        seconds, proc = timed(lambda: pk.run(*args, timeout=3600))
+    notes.append(f"{label}: {seconds:.1f} s; {mem.summary()}")
+    return seconds, mem, proc
