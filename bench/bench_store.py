@@ -188,7 +188,7 @@ def azurite_put_block(b: StoreBench, chunks: list[bytes]) -> None:
     for md5 in (False, True):
         with CpuMeter(azurite=b.az.process.pid) as meter:
             for i in range(16):
-                client.stage_block(base64.b64encode(f"{md5}-{i:04d}".encode()).decode(), block,
+                client.stage_block(base64.b64encode(f"{int(md5)}-{i:04d}".encode()).decode(), block,
                                    validate_content=md5)
         cost[md5] = meter.used["azurite"] * 1000 / (16 * len(block) / MiB)
     b.report.add(Row("5", "Azurite's CPU per MiB of Put Block (no Content-MD5, as sent)",

@@ -25,6 +25,7 @@ from kloset_sdk import (
     serve,
 )
 from kloset_sdk.serve import build_server
+from kloset_sdk.transport import tune_malloc
 
 BLOCK = bytes(range(256)) * (CHUNK_SIZE // 256)
 
@@ -66,7 +67,11 @@ class NullStore(Store):
 
 
 def serve_socket(path: str) -> None:
-    """Serve the same servicer straight on a Unix socket until stdin closes."""
+    """Serve the same servicer straight on a Unix socket until stdin closes.
+
+    The process is set up as serve() sets up a connector (allocator tuning),
+    so that only the transport differs."""
+    tune_malloc()
     server, _ = build_server("storage", NullStore)
     if server.add_insecure_port(f"unix:{path}") == 0:
         raise SystemExit(f"cannot listen on {path}")
