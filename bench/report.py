@@ -50,6 +50,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     durations: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
+    appendix: str = ""  # Markdown added at the end (bench/findings.md)
 
     def add(self, row: Row) -> Row:
         self.rows.append(row)
@@ -89,6 +90,9 @@ class Report:
             "Ratio = plugin / reference: higher is better for throughputs, lower for",
             "times and memory (the goal column says which).",
             "",
+            f"Goals met: {sum(r.met is True for r in self.rows)} of "
+            f"{sum(r.met is not None for r in self.rows)}.",
+            "",
             "| # | measure | size | plugin | reference | ratio | goal | met |",
             "|---|---|---|---|---|---|---|---|",
         ]
@@ -99,10 +103,13 @@ class Report:
             what = r.what + (f" ({r.note})" if r.note else "")
             lines.append(f"| {r.section} | {what} | {r.size} | {fmt(r.value, r.unit)} | {ref} |"
                          f" {ratio} | {r.goal} | {met} |")
-        if self.notes:
-            lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
         lines += ["", "Section durations: " + ", ".join(
             f"{k} {v:.0f} s" for k, v in self.durations.items()) + "."]
+        if self.notes:
+            lines += ["", "## Notes (CPU seconds of each process during each measure)", ""]
+            lines += [f"- {n}" for n in self.notes]
+        if self.appendix:
+            lines += ["", self.appendix.strip()]
         return "\n".join(lines) + "\n"
 
     def as_json(self) -> dict[str, Any]:

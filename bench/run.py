@@ -47,6 +47,9 @@ def main(argv: list[str]) -> int:
     tune_malloc()
     plakar_bin = common.plakar_bin()
     report = Report(scale=common.SCALE, machine=common.machine(plakar_bin))
+    findings = common.BENCH / "findings.md"
+    if findings.exists():
+        report.appendix = findings.read_text()
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     report.machine["load"] = f"{load} (1/5/15 min, at start)"
     available = sections()
@@ -68,6 +71,8 @@ def main(argv: list[str]) -> int:
             failed.append(name)
         report.durations[name] = time.monotonic() - start
         report.save(common.BENCH / "results")
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    report.machine["load at end"] = f"{load} (1/5/15 min)"
     path = report.save(common.BENCH / "results")
     print(report.markdown())
     print(f"saved {path}")
