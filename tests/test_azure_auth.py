@@ -86,7 +86,7 @@ def test_connection_string(azurite: Azurite, container: ContainerClient) -> None
     store = AzureStore("azblob", {"location": f"azblob://{container.container_name}/cs",
                                   "connection_string": azurite.connection_string})
     assert store.cfg.auth_method == "connection_string"
-    assert store.origin == f"127.0.0.1:{azurite.port}/{ACCOUNT}"
+    assert store.origin == f"127.0.0.1:{azurite.port}/{ACCOUNT}/{container.container_name}"
     roundtrip(store)
     assert container.download_blob("cs/CONFIG").readall() == b"CONFIG bytes"
 
