@@ -219,7 +219,7 @@ class PluginMemory:
         self.period = period
         self.peaks: dict[int, tuple[str, int]] = {}  # plugin pid -> (kind, VmHWM bytes)
         self._cpu: dict[int, tuple[str, float, float]] = {}  # pid -> (group, first, last)
-        self._foreign: set[int] = set()
+        self._foreign: dict[int, bytes] = {}  # pid -> command line when found foreign
         self._others = others
         self._others_start = {name: cpu_seconds(pid) for name, pid in others.items()}
         self.others_cpu: dict[str, float] = {}
@@ -251,13 +251,15 @@ class PluginMemory:
             if not entry.isdigit():
                 continue
             pid = int(entry)
-            if pid in self._foreign:
-                continue
             try:
-                if pid not in self._cpu and self.marker not in _read(f"/proc/{pid}/environ"):
-                    self._foreign.add(pid)
-                    continue
                 cmdline = _read(f"/proc/{pid}/cmdline")
+                # A process forked by the bench shows the bench's environment until it
+                # execs: a foreign process is looked at again when its command changes.
+                if self._foreign.get(pid) == cmdline:
+                    continue
+                if pid not in self._cpu and self.marker not in _read(f"/proc/{pid}/environ"):
+                    self._foreign[pid] = cmdline
+                    continue
                 status = _read(f"/proc/{pid}/status").decode()
             except OSError:
                 continue
