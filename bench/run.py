@@ -1,8 +1,9 @@
 """``make bench``: every benchmark against a private Azurite, beside its reference.
 
-Usage: python bench/run.py [SECTION ...]   (sections: transport source store
-destination memory latency cold; default all). BENCH_SCALE scales the data
-sizes (default in bench/common.py). Results: bench/results/latest.md and .json.
+Usage: python bench/run.py [SECTION ...]   (sections: transport large small store
+memory latency cold; default all), or --render to rebuild latest.md from
+latest.json. BENCH_SCALE scales the data sizes (default in bench/common.py).
+Results: bench/results/latest.md and .json.
 """
 
 from __future__ import annotations
@@ -40,7 +41,27 @@ def sections() -> dict[str, object]:
     }
 
 
+def render() -> int:
+    """Rebuild latest.md from latest.json with the current bench/findings.md."""
+    import json
+
+    from report import Row
+
+    folder = common.BENCH / "results"
+    data = json.loads((folder / "latest.json").read_text())
+    report = Report(scale=data["scale"], machine=data["machine"], notes=data["notes"],
+                    durations=data["durations"], started=data["started"])
+    fields = set(Row.__dataclass_fields__)
+    report.rows = [Row(**{k: v for k, v in row.items() if k in fields}) for row in data["rows"]]
+    findings = common.BENCH / "findings.md"
+    report.appendix = findings.read_text() if findings.exists() else ""
+    print(f"saved {report.save(folder)}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if argv == ["--render"]:
+        return render()
     # The bench process is the reference's client (Azure SDK) and plakar's side of the
     # pipes: give it the same allocator settings as the plugins, so references are not
     # slowed down by page faults either.
