@@ -103,14 +103,26 @@ def test_unknown_key(role: str, label: str) -> None:
 
 def test_keys_are_case_sensitive() -> None:
     assert error(account_name="myacct", Account_Key=KEY) == \
-        'unknown option "Account_Key" for the azblob storage connector'
+        'unknown option "Account_Key" for the azblob storage connector ' \
+        '(did you mean "account_key"?)'
+
+
+@pytest.mark.parametrize(("key", "hint"), [
+    ("acount_key", ' (did you mean "account_key"?)'),
+    ("sas", ""),
+    ("max-concurrency", ' (did you mean "max_concurrency"?)'),
+    ("colour", ""),
+])
+def test_unknown_key_suggests_a_close_one(key: str, hint: str) -> None:
+    assert error("importer", account_name="myacct", **{key: "SECRET"}) == \
+        f'unknown option "{key}" for the azblob source connector{hint}'
 
 
 @pytest.mark.parametrize(("role", "label"), [("importer", "source"),
                                              ("exporter", "destination")])
 def test_tier_is_storage_only(role: str, label: str) -> None:
     assert error(role, account_name="myacct", tier="cool") == \
-        f'unknown option "tier" for the azblob {label} connector'
+        f'option "tier" is only for the azblob storage connector, not the {label} connector'
 
 
 def test_all_keys_accepted() -> None:
@@ -179,9 +191,11 @@ def test_defaults() -> None:
 
 
 @pytest.mark.parametrize(("value", "message"), [
-    ("0", "invalid value for max_concurrency: 0 (expected 1 to 256)"),
-    ("257", "invalid value for max_concurrency: 257 (expected 1 to 256)"),
-    ("eight", 'invalid value for max_concurrency: "eight" (expected an integer)'),
+    ("0", 'invalid value for max_concurrency: "0" (expected a whole number from 1 to 256)'),
+    ("257", 'invalid value for max_concurrency: "257" (expected a whole number from 1 to 256)'),
+    ("eight", 'invalid value for max_concurrency: "eight" (expected a whole number from 1 '
+              "to 256)"),
+    ("2.5", 'invalid value for max_concurrency: "2.5" (expected a whole number from 1 to 256)'),
 ])
 def test_bad_max_concurrency(value: str, message: str) -> None:
     assert error(account_name="myacct", max_concurrency=value) == message
@@ -223,24 +237,65 @@ def test_bad_account_name() -> None:
         'invalid account_name "My_Acct": use 3 to 24 lowercase letters and digits'
 
 
-def test_empty_values_are_unset() -> None:
-    assert parse(account_name="myacct", account_key="", sas_token=" ").auth_method == "entra_id"
+@pytest.mark.parametrize("key", ["account_key", "sas_token", "connection_string", "endpoint",
+                                 "no_auth", "max_concurrency", "block_size", "tier",
+                                 "account_name", "client_id"])
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_empty_values_are_errors(key: str, blank: str) -> None:
+    # sas_token="$SAS" with SAS unset must not quietly switch to Microsoft Entra ID.
+    opts = {"account_name": "myacct", key: blank}
+    assert error(**opts) == \
+        f"empty value for {key}: give a value or leave the option out"
+
+
+def test_plakar_s_own_keys_may_be_empty() -> None:
+    assert parse(account_name="myacct", passphrase="").auth_method == "entra_id"
+
+
+@pytest.mark.parametrize("key", ["not base64!", "abc", "a2V5=x"])
+def test_account_key_must_be_base64(key: str) -> None:
+    message = ("invalid account_key: it is not base64 (copy key1 or key2 from the storage "
+               "account's Access keys)")
+    assert error(account_name="myacct", account_key=key) == message
 
 
 # -- authentication --
 
-def test_precedence() -> None:
+def test_connection_string_takes_precedence() -> None:
     everything = {"connection_string": CONN, "account_name": "myacct", "account_key": KEY,
-                  "sas_token": SAS, "no_auth": "true", "endpoint": "https://h/myacct"}
+                  "sas_token": SAS, "no_auth": "true", "endpoint": "https://h/myacct",
+                  "tenant_id": "t", "client_id": "c", "client_secret": "s"}
     assert parse(**everything).auth_method == "connection_string"
-    del everything["connection_string"]
-    assert parse(**everything).auth_method == "account_key"
-    del everything["account_key"]
-    assert parse(**everything).auth_method == "sas"
-    del everything["sas_token"]
-    assert parse(**everything).auth_method == "anonymous"
-    del everything["no_auth"]
-    assert parse(**everything).auth_method == "entra_id"
+
+
+@pytest.mark.parametrize(("opts", "method"), [
+    ({"account_name": "myacct", "account_key": KEY}, "account_key"),
+    ({"account_name": "myacct", "account_key": KEY, "no_auth": "false"}, "account_key"),
+    ({"account_name": "myacct", "sas_token": SAS}, "sas"),
+    ({"endpoint": "https://h/myacct", "no_auth": "true", "account_name": "myacct"},
+     "anonymous"),
+    ({"account_name": "myacct", "tenant_id": "t", "client_id": "c"}, "entra_id"),
+])
+def test_one_method_each(opts: dict[str, str], method: str) -> None:
+    assert parse(**opts).auth_method == method
+
+
+@pytest.mark.parametrize(("opts", "first", "second"), [
+    ({"account_key": KEY, "sas_token": SAS}, "account_key", "sas_token"),
+    ({"account_key": KEY, "no_auth": "true"}, "account_key", "no_auth=true"),
+    ({"sas_token": SAS, "no_auth": "yes"}, "sas_token", "no_auth=true"),
+    ({"account_key": KEY, "client_secret": "s", "tenant_id": "t", "client_id": "c"},
+     "account_key", "tenant_id"),
+    ({"sas_token": SAS, "client_id": "c"}, "sas_token", "client_id"),
+    ({"no_auth": "true", "client_secret": "s"}, "no_auth=true", "client_secret"),
+    ({"account_key": KEY, "sas_token": SAS, "no_auth": "true"}, "account_key", "sas_token"),
+])
+def test_conflicting_methods(opts: dict[str, str], first: str, second: str) -> None:
+    msg = error(account_name="myacct", endpoint="https://h/myacct", **opts)
+    assert msg == (f"conflicting options {first} and {second}: they are different ways to "
+                   "authenticate, keep only one (or use connection_string, which takes "
+                   "precedence)")
+    assert KEY not in msg and "SIGNATURE" not in msg
 
 
 def test_connection_string_accepted_forms() -> None:
@@ -265,11 +320,17 @@ def test_connection_string_accepted_forms() -> None:
     (f"BlobEndpoint=ftp://x/y;SharedAccessSignature={SAS}",
      "malformed connection_string: BlobEndpoint is not an http(s) URL"),
     (";;", "malformed connection_string: it is empty"),
+    ("AccountName=myacct;AccountKey=not*base64",
+     "malformed connection_string: AccountKey is not base64 (copy the connection string "
+     "from the storage account's Access keys)"),
+    ("BlobEndpoint=https://myacct.blob.core.windows.net;SharedAccessSignature=sv=1&sp=SIGNATURE",
+     "malformed connection_string: SharedAccessSignature has no sig= signature "
+     "(expected sv=...&sp=...&sig=...)"),
 ])
 def test_bad_connection_string(conn: str, message: str) -> None:
     msg = error(connection_string=conn)
     assert msg == message
-    assert KEY not in msg and "SIGNATURE" not in msg
+    assert KEY not in msg and "SIGNATURE" not in msg and "not*base64" not in msg
 
 
 @pytest.mark.parametrize(("opts", "message"), [

@@ -4,12 +4,18 @@ Location: ``azblob://CONTAINER[/PREFIX]``. PREFIX may be percent-encoded by
 plakar; it is decoded, duplicate slashes are collapsed and leading/trailing
 slashes removed.
 
-Authentication, first match wins:
+Authentication:
 
-1. ``connection_string`` takes precedence over every other option. It must be
-   ``key=value;...`` pairs holding AccountName+AccountKey, SharedAccessSignature,
-   BlobEndpoint or UseDevelopmentStorage=true.
-2. ``account_key`` (needs ``account_name``): shared key.
+1. ``connection_string`` takes precedence over every other option (they are
+   then ignored, as with the official connector). It must be ``key=value;...``
+   pairs holding AccountName+AccountKey, SharedAccessSignature, BlobEndpoint
+   or UseDevelopmentStorage=true.
+
+Without it, the options must choose exactly one of these methods; options of
+two methods together (say ``account_key`` and ``sas_token``, or
+``no_auth=true`` and a ``client_secret``) are a conflict, reported by name:
+
+2. ``account_key`` (needs ``account_name``): shared key (base64).
 3. ``sas_token`` (needs ``account_name`` or ``endpoint``): shared access
    signature, with or without its leading ``?``.
 4. ``no_auth=true`` (needs ``endpoint``): anonymous requests, for public
@@ -21,10 +27,17 @@ Authentication, first match wins:
    user-assigned one — Azure CLI, ...).
 
 Without ``endpoint`` the account URL is ``https://ACCOUNT.blob.core.windows.net``.
+
+An option given with an empty value is an error (an unset shell variable in
+``sas_token="$SAS"`` must not silently select another method). Messages name
+the option and say what is expected; they never quote a secret value.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,6 +57,9 @@ STORAGE_KEYS = COMMON_KEYS | {"tier"}
 # passphrase from them, but leaves them in the map it gives the connector when
 # the store is the peer of `plakar sync` (and to its cache daemon). Ignored.
 PLAKAR_KEYS = frozenset({"passphrase", "passphrase_cmd"})
+# Options whose values are never quoted in a message.
+SECRET_KEYS = frozenset({"connection_string", "account_key", "sas_token", "client_secret"})
+ENTRA_KEYS = ("tenant_id", "client_id", "client_secret")
 
 SCHEME = "azblob://"
 MiB = 1024 * 1024
@@ -136,6 +152,14 @@ def connection_string_settings(value: str) -> dict[str, str]:
     return settings
 
 
+def is_base64(value: str) -> bool:
+    """Whether ``value`` is standard base64, as Azure shows account keys."""
+    try:
+        return bool(base64.b64decode(value, validate=True))
+    except (binascii.Error, ValueError):
+        return False
+
+
 def _check_connection_string(value: str) -> None:
     s = connection_string_settings(value)
     if not s:
@@ -144,6 +168,12 @@ def _check_connection_string(value: str) -> None:
         return
     if "ACCOUNTKEY" in s and "ACCOUNTNAME" not in s:
         raise ConfigError("malformed connection_string: AccountKey needs AccountName")
+    if s.get("ACCOUNTKEY") and not is_base64(s["ACCOUNTKEY"]):
+        raise ConfigError("malformed connection_string: AccountKey is not base64 (copy the "
+                          "connection string from the storage account's Access keys)")
+    if s.get("SHAREDACCESSSIGNATURE") and not _has_signature(s["SHAREDACCESSSIGNATURE"]):
+        raise ConfigError("malformed connection_string: SharedAccessSignature has no sig= "
+                          "signature (expected sv=...&sp=...&sig=...)")
     has_key = bool(s.get("ACCOUNTNAME")) and bool(s.get("ACCOUNTKEY"))
     if not (has_key or s.get("SHAREDACCESSSIGNATURE") or s.get("BLOBENDPOINT")):
         raise ConfigError("malformed connection_string: it needs AccountName and AccountKey, "
@@ -192,6 +222,10 @@ def parse_location(location: str) -> tuple[str, str]:
     return container, "/".join(segments)
 
 
+def _has_signature(token: str) -> bool:
+    return "sig" in parse_qs(token.lstrip("?"))
+
+
 def parse_bool(key: str, value: str) -> bool:
     v = value.strip().lower()
     if v in _TRUE:
@@ -211,12 +245,13 @@ def parse_size(key: str, value: str) -> int:
 
 
 def _parse_int(key: str, value: str, low: int, high: int) -> int:
+    expected = f"expected a whole number from {low} to {high}"
     try:
         n = int(value.strip())
     except ValueError:
-        raise ConfigError(f'invalid value for {key}: "{value}" (expected an integer)') from None
+        raise ConfigError(f'invalid value for {key}: "{value}" ({expected})') from None
     if not low <= n <= high:
-        raise ConfigError(f"invalid value for {key}: {n} (expected {low} to {high})")
+        raise ConfigError(f'invalid value for {key}: "{value}" ({expected})')
     return n
 
 
@@ -241,7 +276,10 @@ def parse_config(config: Mapping[str, str], role: str) -> AzureConfig:
     allowed = STORAGE_KEYS if role == "storage" else COMMON_KEYS
     for key in sorted(config):
         if key not in allowed and key not in PLAKAR_KEYS:
-            raise ConfigError(f'unknown option "{key}" for the azblob {ROLES[role]} connector')
+            raise ConfigError(_unknown_option(key, role, allowed))
+    for key in sorted(config):
+        if key in allowed and key != "location" and not config[key].strip():
+            raise ConfigError(f"empty value for {key}: give a value or leave the option out")
 
     def opt(key: str) -> str | None:
         value = config.get(key)
@@ -272,14 +310,18 @@ def parse_config(config: Mapping[str, str], role: str) -> AzureConfig:
     sas_token = opt("sas_token")
     if sas_token is not None:
         sas_token = sas_token.lstrip("?")
-        if "sig" not in parse_qs(sas_token):
+        if not _has_signature(sas_token):
             raise ConfigError("malformed sas_token: expected a query string with a sig= "
                               "signature, such as sv=...&sp=rl&sig=...")
+    account_key = opt("account_key")
+    if account_key is not None and not is_base64(account_key):
+        raise ConfigError("invalid account_key: it is not base64 (copy key1 or key2 from the "
+                          "storage account's Access keys)")
 
     cfg = AzureConfig(
         container=container, prefix=prefix,
         connection_string=opt("connection_string"), account_name=account_name,
-        account_key=opt("account_key"), sas_token=sas_token, endpoint=endpoint,
+        account_key=account_key, sas_token=sas_token, endpoint=endpoint,
         no_auth=no_auth, tenant_id=opt("tenant_id"), client_id=opt("client_id"),
         client_secret=opt("client_secret"), max_concurrency=max_concurrency,
         block_size=block_size, tier=tier,
@@ -288,8 +330,35 @@ def parse_config(config: Mapping[str, str], role: str) -> AzureConfig:
     return cfg
 
 
+def _unknown_option(key: str, role: str, allowed: frozenset[str]) -> str:
+    if key in STORAGE_KEYS:
+        return (f'option "{key}" is only for the azblob storage connector, '
+                f"not the {ROLES[role]} connector")
+    text = f'unknown option "{key}" for the azblob {ROLES[role]} connector'
+    close = difflib.get_close_matches(key.lower(), sorted(allowed), n=1, cutoff=0.75)
+    return f'{text} (did you mean "{close[0]}"?)' if close else text
+
+
+def _methods(cfg: AzureConfig) -> list[str]:
+    """The authentication options set, one per method (no connection string)."""
+    found = [k for k, v in (("account_key", cfg.account_key), ("sas_token", cfg.sas_token))
+             if v]
+    if cfg.no_auth:
+        found.append("no_auth=true")
+    entra = next((k for k in ENTRA_KEYS if getattr(cfg, k)), None)
+    if entra is not None:
+        found.append(entra)
+    return found
+
+
 def _check_auth(cfg: AzureConfig) -> None:
     method = cfg.auth_method
+    if method != "connection_string":
+        chosen = _methods(cfg)
+        if len(chosen) > 1:
+            raise ConfigError(f"conflicting options {chosen[0]} and {chosen[1]}: they are "
+                              "different ways to authenticate, keep only one (or use "
+                              "connection_string, which takes precedence)")
     if method == "connection_string":
         assert cfg.connection_string is not None
         _check_connection_string(cfg.connection_string)
