@@ -6,6 +6,7 @@ import base64
 import hashlib
 import logging
 import os
+import re
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
-from azurite import Azurite
+from azurite import Azurite, free_port
 
 from kloset_sdk import (
     CHUNK_SIZE,
@@ -167,14 +168,51 @@ def test_no_prefix(azurite: Azurite) -> None:
     assert target.blobs() == {"top.txt": b"top"}
 
 
-def test_upload_error_is_reported_for_the_record(azurite: Azurite) -> None:
+def test_upload_error_is_reported_for_the_record(target: Target) -> None:
+    exporter = target.exporter()
+    export_file(exporter, "/ok", b"fine")
+    # A blob under an active lease cannot be overwritten without the lease ID.
+    target.container.get_blob_client("restored/here/x").upload_blob(b"old")
+    target.container.get_blob_client("restored/here/x").acquire_lease(-1)
+    with pytest.raises(ConnectorError, match="cannot write blob 'restored/here/x'"):
+        export_file(exporter, "/x", b"data")
+    export_file(exporter, "/after", b"still fine")
+    assert target.blobs() == {"restored/here/ok": b"fine", "restored/here/x": b"old",
+                              "restored/here/after": b"still fine"}
+
+
+def test_refused_credentials_stop_the_restore_at_init(azurite: Azurite) -> None:
+    wrong = base64.b64encode(b"w" * 64).decode()
+    config = Target(azurite).config()
+    config["connection_string"] = re.sub(r"AccountKey=[^;]*", f"AccountKey={wrong}",
+                                         azurite.connection_string)
+    with pytest.raises(ConnectorError) as raised:
+        AzureExporter("azblob", config, Options())
+    # Azure says AuthenticationFailed, Azurite AuthorizationFailure.
+    assert str(raised.value) == (f"cannot restore to {config['location']}: the account key "
+                                 "was refused (wrong key, or not allowed by the account's "
+                                 "network rules) (AuthorizationFailure, HTTP 403)")
+    assert wrong not in str(raised.value)
+
+
+def test_unreachable_endpoint_stops_the_restore_at_init(azurite: Azurite) -> None:
     config = Target(azurite).config() | {
         "connection_string": azurite.connection_string.replace(
-            "AccountKey=", "AccountKey=" + base64.b64encode(b"wrong").decode())}
-    exporter = AzureExporter("azblob", config, Options())
-    with pytest.raises(ConnectorError, match="cannot write blob 'x'") as raised:
-        export_file(exporter, "/x", b"data")
-    assert "AccountKey" not in str(raised.value)
+            f":{azurite.port}/", f":{free_port()}/")}
+    with pytest.raises(ConnectorError, match=r"^cannot restore to azblob://dest-\w+: cannot "
+                                             r"reach http://127\.0\.0\.1:\d+/devstoreaccount1: "
+                                             r"connection refused$"):
+        AzureExporter("azblob", config, Options())
+
+
+def test_a_read_only_sas_is_refused_at_init(target: Target) -> None:
+    sas = "sv=2024-08-04&sp=rl&sr=c&se=2099-01-01&sig=c2lnbmF0dXJl"
+    config = {"location": f"azblob://{target.name}", "sas_token": sas,
+              "endpoint": target.azurite.endpoint}
+    with pytest.raises(ConnectorError) as raised:
+        AzureExporter("azblob", config, Options())
+    assert str(raised.value) == ('sas_token cannot write blobs (its permissions are "rl"): a '
+                                 "destination needs w (write) or c (create)")
 
 
 def test_xattrs_set_properties_metadata_and_tier(target: Target) -> None:

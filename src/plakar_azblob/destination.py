@@ -6,7 +6,14 @@ Content-Type is guessed from its name. Directories and symlinks write
 nothing (blob storage has no such things). Extended attributes named as in
 :mod:`plakar_azblob.attributes` (sent by plakar builds on kloset >= 1.2,
 after all the files) set the blobs' properties, metadata and tier back
-when the restore closes.
+when the restore closes. A path that is unsafe as a blob name (see
+:mod:`plakar_azblob.paths`) fails alone; nothing is written for it.
+
+plakar v1.1.x never pings an exporter, and reports a file that fails with
+exit status 0. So the connector checks at Init what would make every file
+fail: a SAS without write permission, an endpoint that cannot be reached,
+credentials the service refuses. The restore then stops at once with one
+clear line and a non-zero status, instead of one error per file.
 """
 
 from __future__ import annotations
@@ -16,19 +23,39 @@ import mimetypes
 import threading
 from collections.abc import Mapping
 
-from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+)
 from azure.storage.blob import ContentSettings
 
-from kloset_sdk import ConnectorError, Exporter, IncomingContent, LocationFlag, Options, Record
+from kloset_sdk import (
+    ConfigError,
+    ConnectorError,
+    Exporter,
+    IncomingContent,
+    LocationFlag,
+    Options,
+    Record,
+)
 
 from . import paths
 from .blocks import upload_in_blocks
 from .client import account_url, container_client
-from .config import parse_config
-from .errors import translate
+from .config import AzureConfig, parse_config, sas_permissions
+from .errors import TokenError, translate
 from .restore_attributes import AttributeRestorer
 
 log = logging.getLogger(__name__)
+
+# Answers to the Init check that do not stop a restore: the container may be
+# missing (it is created at the first file), or the credentials may write
+# blobs without being allowed to read the container's properties.
+_PROBE_NOT_FATAL = frozenset({"ContainerNotFound", "ResourceNotFound",
+                              "AuthorizationPermissionMismatch",
+                              "AuthorizationResourceTypeMismatch"})
 
 # Content-Type of files compressed as a whole (``x.tar.gz`` is gzip data).
 _COMPRESSED = {"gzip": "application/gzip", "bzip2": "application/x-bzip2",
@@ -42,12 +69,33 @@ class AzureExporter(Exporter):
     def __init__(self, proto: str, config: Mapping[str, str], options: Options) -> None:
         super().__init__(proto, config, options)
         self._cfg = parse_config(config, "exporter")
+        check_sas_can_write(self._cfg)
         self._container = container_client(self._cfg)
         self.origin = paths.origin(self._cfg)
         self.root = paths.root(self._cfg)
         self._ready = False
         self._ready_lock = threading.Lock()
+        try:
+            self._probe()
+        except BaseException:
+            self._container.close()
+            raise
         self._attributes = AttributeRestorer(self._container, self._cfg.max_concurrency)
+
+    def _probe(self) -> None:
+        """Fail now if every file would fail: unreachable endpoint, refused credentials."""
+        try:
+            self._container.get_container_properties()
+        except TokenError as exc:
+            raise self._error(exc, f"cannot restore to {self._cfg.location}") from None
+        except HttpResponseError as exc:
+            raw = getattr(exc, "error_code", None) or ""
+            code = str(getattr(raw, "value", raw))
+            if exc.status_code == 404 or code in _PROBE_NOT_FATAL:
+                return
+            raise self._error(exc, f"cannot restore to {self._cfg.location}") from None
+        except AzureError as exc:
+            raise self._error(exc, f"cannot restore to {self._cfg.location}") from None
 
     def ping(self) -> None:
         try:
@@ -107,6 +155,17 @@ class AzureExporter(Exporter):
 
     def _error(self, exc: BaseException, what: str) -> ConnectorError:
         return translate(exc, what, endpoint=account_url(self._cfg))
+
+
+def check_sas_can_write(cfg: AzureConfig) -> None:
+    """Refuse a SAS whose permissions (``sp=``) allow neither writing nor creating blobs."""
+    token = cfg.sas()
+    letters = sas_permissions(token) if token else None
+    if letters is not None and not set(letters) & {"w", "c"}:
+        source = "the connection string's SharedAccessSignature" if cfg.connection_string \
+            else "sas_token"
+        raise ConfigError(f'{source} cannot write blobs (its permissions are "{letters}"): '
+                          "a destination needs w (write) or c (create)")
 
 
 def content_type(name: str) -> str:

@@ -8,6 +8,9 @@ the status and error code, and any free text kept is scrubbed.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from azure.core.exceptions import (
     AzureError,
@@ -79,11 +82,17 @@ _SECRET_PARAM = re.compile(
 _PATH_QUERY = re.compile(r"(/[^\s?'\"<>]*)\?[^\s'\"<>]*")
 
 
-class TokenError(Exception):
-    """A Microsoft Entra ID token could not be obtained; the message is a short reason.
+class TokenError(PermissionDeniedError):
+    """A Microsoft Entra ID token could not be obtained.
 
-    Deliberately not an AzureError: the storage pipeline would retry it with backoff.
+    Deliberately not an AzureError: the storage pipeline would retry it with
+    backoff. A kloset_sdk error, so that wherever it ends up its message is
+    the one line ``cannot get a Microsoft Entra ID token: <reason>``.
     """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"cannot get a Microsoft Entra ID token: {reason}")
+        self.reason = reason
 
 
 def scrub(text: str, limit: int = 200) -> str:
@@ -117,11 +126,64 @@ def _connect_reason(exc: BaseException) -> str:
     return "network error"
 
 
+def _request(exc: HttpResponseError) -> Any:
+    """The request that got the error response, when the exception carries it."""
+    return getattr(getattr(exc, "response", None), "request", None)
+
+
+def _sas_time(value: str) -> datetime | None:
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _credential_reason(exc: HttpResponseError, code: str) -> str | None:
+    """Why a 401/403 happened, when the request's own credential tells it.
+
+    A SAS whose ``se`` (expiry) is past or ``st`` (start) is to come is named
+    as such, whatever the code (Azure says AuthenticationFailed, Azurite
+    AuthorizationFailure); a refused signature says which credential it was.
+    Only the SAS's times are quoted, never its signature.
+    """
+    request = _request(exc)
+    if request is None:
+        return None
+    query = parse_qs(urlsplit(str(getattr(request, "url", ""))).query)
+    now = datetime.now(UTC)
+    if "sig" in query:
+        expiry = _sas_time(query.get("se", [""])[0])
+        if expiry is not None and expiry <= now:
+            return (f"the SAS token expired at {expiry.strftime('%Y-%m-%dT%H:%M:%SZ')} "
+                    "(make a new one)")
+        start = _sas_time(query.get("st", [""])[0])
+        if start is not None and start > now:
+            return (f"the SAS token is not valid before "
+                    f"{start.strftime('%Y-%m-%dT%H:%M:%SZ')}")
+        if code == "AuthenticationFailed":
+            return "the SAS token was refused: its signature does not match"
+        if code == "AuthorizationFailure":
+            return ("the SAS token was refused (wrong signature, or not allowed by the "
+                    "account's network rules)")
+        return None
+    auth = str((getattr(request, "headers", None) or {}).get("Authorization", ""))
+    if auth.startswith("SharedKey"):
+        if code == "AuthenticationFailed":
+            return "authentication failed: the account key is wrong"
+        if code == "AuthorizationFailure":
+            return ("the account key was refused (wrong key, or not allowed by the "
+                    "account's network rules)")
+    return None
+
+
 def _http_reason(exc: HttpResponseError) -> str:
     raw = getattr(exc, "error_code", None) or ""
     code = str(getattr(raw, "value", raw))  # a StorageErrorCode enum or a plain string
     status = exc.status_code
-    reason = _REASONS.get(code) if code else None
+    reason = _credential_reason(exc, code) if status in (401, 403) else None
+    if reason is None:
+        reason = _REASONS.get(code) if code else None
     if reason is None:
         if status == 404:
             reason = "does not exist"
@@ -138,12 +200,17 @@ def translate(exc: BaseException, what: str, *, endpoint: str | None = None) -> 
 
     ``endpoint`` (the account URL, no secret) is named when it cannot be reached.
     """
+    if isinstance(exc, TokenError):
+        return PermissionDeniedError(f"{what}: {exc}")
     if isinstance(exc, ConnectorError):
         return exc
     where = f" {endpoint}" if endpoint else " the Azure endpoint"
-    if isinstance(exc, TokenError):
-        return PermissionDeniedError(f"{what}: cannot get a Microsoft Entra ID token: {exc}")
     if isinstance(exc, ClientAuthenticationError) and exc.status_code is None:
+        if any(type(e).__name__ == "AzureSigningError" for e in _chain(exc)):
+            # The shared-key policy could not sign the request (parse_config
+            # checks keys are base64, so this is unexpected): never quote it.
+            return PermissionDeniedError(f"{what}: cannot sign the request with the "
+                                         "account key (is it the base64 key of the account?)")
         # No HTTP status: azure.identity could not obtain a token.
         return PermissionDeniedError(f"{what}: cannot get a Microsoft Entra ID token: "
                                      f"{token_reason(exc)}")
