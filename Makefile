@@ -1,5 +1,8 @@
-# plakar-azblob — development tasks. Everything installs into ignored folders
-# of the project (.venv, .tools); nothing global is touched.
+# plakar-azblob. The default target builds the plugin's files, exactly those
+# manifest.yaml names: what `plakar pkg build` runs in its clone (needs only
+# Python >= 3.11 with pip and access to PyPI). Development tasks below.
+# Everything installs into ignored folders of the project (build/venv, .venv,
+# .tools); nothing global is touched.
 
 PYTHON        ?= python3
 VENV          := .venv
@@ -14,9 +17,27 @@ AZURITE       := $(TOOLS)/azurite/node_modules/.bin/azurite-blob
 export PLAKAR_BIN := $(abspath $(PLAKAR))
 export AZURITE_BIN := $(abspath $(AZURITE))
 
-.PHONY: all venv plakar azurite tools proto test lint bench build package demo clean
+# The plugin's own build environment: runtime libraries + PyInstaller (the
+# `package` extra), not the development set; `make build`/`package` use it too.
+BUILD_VENV    := build/venv
+BUILD_PY      := $(BUILD_VENV)/bin/python
 
-all: venv
+.PHONY: all venv build-venv plakar azurite tools proto test lint bench build package demo clean
+
+# Default target (plakar pkg build): dist/plugin/plakar-azblob (launcher) and
+# dist/plugin/runtime.tar (the self-contained runtime), then nothing else is
+# needed for `plakar pkg create manifest.yaml vX.Y.Z`. EXT (set to .exe by
+# plakar on Windows) is not used: the package is for Linux and macOS.
+all: build
+
+build-venv: $(BUILD_VENV)/.installed
+$(BUILD_VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	    { echo "make: $(PYTHON) is older than 3.11 (set PYTHON=python3.X)" >&2; exit 1; }
+	rm -rf $(BUILD_VENV)
+	$(PYTHON) -m venv $(BUILD_VENV)
+	$(BUILD_PY) -m pip install -q -e '.[package]'
+	touch $@
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -47,19 +68,26 @@ bench: tools
 	$(PY) bench/run.py
 
 lint: venv
-	$(VENV)/bin/ruff check src tests tools
+	$(VENV)/bin/ruff check src tests tools bench
 	$(VENV)/bin/mypy
 
-# The installable plakar package. `build`: one self-contained PyInstaller
-# folder for the three connectors in dist/plugin/ (executable, runtime,
-# validators, generated manifest.yaml); rebuilt only when its inputs change.
-# `package`: plakar pkg create dist/plugin/manifest.yaml vX.Y.Z, X.Y.Z being
-# pyproject.toml's version -> dist/azblob_vX.Y.Z_OS_ARCH.ptar.
-build: venv
-	$(PY) tools/plugin_package.py build
+# The installable plakar package. `build` (the default target): the files
+# manifest.yaml names, in dist/plugin/: runtime.tar (PyInstaller one-folder
+# build of the three connectors, as one reproducible archive) and
+# plakar-azblob (the launcher that extracts it on first run); rebuilt only
+# when its inputs change. `package`: that build, then plakar pkg create
+# manifest.yaml vX.Y.Z (X.Y.Z: pyproject.toml's version), the same steps as
+# plakar pkg build -> dist/azblob_vX.Y.Z_OS_ARCH.ptar.
+build: build-venv
+	$(BUILD_PY) tools/plugin_package.py build
 
+# `make package PLAKAR=/path/to/plakar` packages with that plakar, as is.
+ifeq ($(origin PLAKAR),command line)
+package: build
+else
 package: build plakar
-	$(PY) tools/plugin_package.py package --plakar $(PLAKAR)
+endif
+	$(BUILD_PY) tools/plugin_package.py package --plakar $(PLAKAR)
 
 # Everything end to end on a private Azurite and plakar, then cleans up.
 demo: venv plakar azurite package
