@@ -1,20 +1,29 @@
-"""The installable package: the PyInstaller build, installed by the real plakar, no Python.
+"""The installable package, built the plakar way, installed by the real plakar, no Python.
 
-The .ptar is what ``make package`` makes (tools/plugin_package.py): built once
-per session, and only when its inputs changed since the build cached in
-dist/. Every plakar here runs with PATH=/nonexistent, so the connectors can
-only work if the package is self-contained. Select with ``-m package``.
+The .ptar is what ``make package`` makes: the default ``make`` target (the
+files manifest.yaml names: dist/plugin/plakar-azblob, the launcher, and
+dist/plugin/runtime.tar, the PyInstaller runtime), then ``plakar pkg create
+manifest.yaml vX.Y.Z``; built once per session, and only when its inputs
+changed since the build cached in dist/. Every plakar here runs with
+PATH=/nonexistent, so the connectors can only work if the package is
+self-contained. ``test_pkg_build_from_a_recipe`` runs ``plakar pkg build`` on
+a tagged temporary clone of this repository (committed files only), which
+creates its own venv from PyPI: several minutes. Select with ``-m package``.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import ipaddress
 import json
 import os
 import re
+import shutil
+import stat
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 import uuid
@@ -45,14 +54,26 @@ pytestmark = [pytest.mark.package, pytest.mark.plakar, pytest.mark.azurite]
 TIMEOUT = 180
 NO_PATH = "/nonexistent"
 MiB = 1024 * 1024
+# Init sends nothing to this endpoint (port 9: discard).
+COLD_CS = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+           "BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;")
 
 
 # -- fixtures --
 
+def make(*targets: str, cwd: Path = ROOT, env: dict[str, str] | None = None,
+         timeout: float = 900) -> None:
+    proc = subprocess.run(["make", "--no-print-directory", *targets], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, f"make {' '.join(targets)}:\n{proc.stdout}\n{proc.stderr}"
+
+
 @pytest.fixture(scope="session")
 def ptar() -> Path:
-    """dist/azblob_vX.Y.Z_OS_ARCH.ptar, (re)built if its inputs changed."""
-    plugin_package.build()
+    """dist/azblob_vX.Y.Z_OS_ARCH.ptar, (re)built if its inputs changed: the default
+    make target (build/venv's PyInstaller), then plakar pkg create manifest.yaml."""
+    make("build")
     return plugin_package.package(plakar_bin(), reuse=True)
 
 
@@ -120,6 +141,18 @@ def backup_and_check(env: PlakarEnv, source: str, expected: dict[str, bytes],
     assert files(restored) == expected
 
 
+def restore_into_a_container(env: PlakarEnv, service: BlobServiceClient, cs: str,
+                             store: Path) -> None:
+    """Back up @src (SAMPLE) into a local store at ``store``, restore it into a new
+    container through a destination, compare the blobs."""
+    pk(env, "at", str(store), "create")
+    snap = snapshot_id(pk(env, "at", str(store), "backup", "@src"))
+    dst = new_container(service, "dst")
+    pk(env, "destination", "add", "dst", f"azblob://{dst.container_name}", cs)
+    pk(env, "at", str(store), "restore", "-to", "@dst", snap)
+    assert blobs(dst) == SAMPLE
+
+
 def next_version(version: str) -> str:
     major, minor, patch = version[1:].split("-")[0].split(".")
     return f"v{major}.{minor}.{int(patch) + 1}"
@@ -127,24 +160,127 @@ def next_version(version: str) -> str:
 
 # -- the package --
 
-def test_build_layout_and_manifest(ptar: Path) -> None:
-    plugin = plugin_package.PLUGIN
+def test_manifest_names_the_built_files(ptar: Path) -> None:
     ver = plugin_package.version()
     assert ptar.name.startswith(f"azblob_{ver}_") and ptar.parent == plugin_package.DIST
-    manifest = (plugin / "manifest.yaml").read_text()
-    listed = re.findall(r'^      - "(.+)"$', manifest, re.MULTILINE)
-    assert listed == plugin_package.runtime_files(plugin) and listed
-    assert all((plugin / f).is_file() for f in listed)
+    # The top-level manifest is the package's: static paths, all built by `make`.
+    assert plugin_package.manifest_files() == sorted([
+        "dist/plugin/plakar-azblob", "dist/plugin/runtime.tar",
+        *(f"src/plakar_azblob/schemas/{role}.json" for role in plugin_package.ROLES)])
+    manifest = plugin_package.MANIFEST.read_text()
     assert manifest.count("extra_files:") == 1
     assert all(f"args: [{kind}]" in manifest for kind in plugin_package.ROLES)
-    assert os.access(plugin / "plakar-azblob", os.X_OK)
-    for role in plugin_package.ROLES:
-        assert (plugin / "schemas" / f"{role}.json").read_bytes() == \
-            (plugin_package.SCHEMAS / f"{role}.json").read_bytes()
-    # Lean: none of the development tools came along.
-    names = "\n".join(listed)
-    for unwanted in ("grpc_tools", "setuptools", "pip/", "_pytest", "mypy", "PyInstaller/"):
-        assert unwanted not in names
+    assert plugin_package.check_manifest_files()
+    launcher = plugin_package.LAUNCHER
+    assert os.access(launcher, os.X_OK) and launcher.read_text().startswith("#!/bin/sh\n")
+
+
+def test_runtime_archive_is_reproducible_and_lean(ptar: Path) -> None:
+    archive = plugin_package.ARCHIVE
+    digest = plugin_package.write_archive(
+        plugin_package.WORK / "dist" / "plakar-azblob", Path(str(archive) + ".again"),
+        plugin_package.source_date_epoch())
+    again = Path(str(archive) + ".again")
+    try:
+        assert again.read_bytes() == archive.read_bytes()
+    finally:
+        again.unlink()
+    # The launcher extracts into a folder named after the archive's content.
+    name = plugin_package.runtime_name(digest)
+    assert f"runtime={name}\n" in plugin_package.LAUNCHER.read_text()
+    with tarfile.open(archive) as tar:
+        members = tar.getmembers()
+    names = [m.name for m in members]
+    assert names == sorted(names) and "plakar-azblob" in names
+    assert any(n.startswith("_internal/") for n in names)
+    assert {(m.uid, m.gid, m.uname, m.gname) for m in members} == {(0, 0, "", "")}
+    assert {m.mtime for m in members} == {plugin_package.source_date_epoch()}
+    assert {m.mode for m in members} <= {0o755, 0o644}
+    exe = next(m for m in members if m.name == "plakar-azblob")
+    assert exe.isreg() and exe.mode == 0o755
+    # Lean: none of the development tools came along, no install records.
+    joined = "\n".join(names)
+    for unwanted in ("grpc_tools", "setuptools", "pip/", "_pytest", "mypy", "PyInstaller/",
+                     "direct_url.json"):
+        assert unwanted not in joined
+
+
+# -- the launcher: first run extracts once, concurrent first runs are safe --
+
+def _copy_launcher(dest: Path) -> Path:
+    """The launcher and (a link to) the archive in a fresh folder, as installed."""
+    dest.mkdir(parents=True)
+    shutil.copy2(plugin_package.LAUNCHER, dest / "plakar-azblob")
+    os.symlink(plugin_package.ARCHIVE, dest / "runtime.tar")
+    return dest / "plakar-azblob"
+
+
+def _runtime(launcher: Path) -> str:
+    return re.findall(r"^runtime=(\S+)$", launcher.read_text(), re.MULTILINE)[0]
+
+
+def test_launcher_concurrent_first_runs(ptar: Path, tmp_path: Path) -> None:
+    launcher = _copy_launcher(tmp_path / "pkg")
+    env = {"PATH": NO_PATH, "HOME": str(tmp_path / "home")}
+    # No arguments: the real executable prints its usage on stderr, exits 2.
+    procs = [subprocess.Popen([str(launcher)], env=env, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(6)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=TIMEOUT)
+        assert (proc.returncode, out) == (2, b""), err
+        assert b"usage" in err.lower(), err
+    runtime = _runtime(launcher)
+    published = tmp_path / "pkg" / runtime
+    assert published.is_symlink() and (published / "plakar-azblob").is_file()
+    # The runs that lost the race removed their copies.
+    assert sorted(p.name for p in (tmp_path / "pkg").iterdir()) == sorted(
+        ["plakar-azblob", "runtime.tar", runtime, os.readlink(published)])
+    assert not (tmp_path / "home").exists()
+    # Later runs: exec at once, nothing extracted again.
+    started = time.monotonic()
+    proc = subprocess.run([str(launcher)], env=env, capture_output=True, timeout=TIMEOUT)
+    assert (proc.returncode, proc.stdout) == (2, b"")
+    assert time.monotonic() - started < 5
+    assert len(list((tmp_path / "pkg").iterdir())) == 4
+
+
+def test_launcher_falls_back_to_the_user_cache(ptar: Path, tmp_path: Path) -> None:
+    """A package folder where the runtime cannot be published: XDG_CACHE_HOME."""
+    launcher = _copy_launcher(tmp_path / "pkg")
+    runtime = _runtime(launcher)
+    os.symlink("/nonexistent", tmp_path / "pkg" / runtime)  # taken, unusable
+    cache = tmp_path / "xdg-cache"
+    env = {"PATH": NO_PATH, "XDG_CACHE_HOME": str(cache)}
+    proc = subprocess.run([str(launcher)], env=env, capture_output=True, timeout=TIMEOUT)
+    assert (proc.returncode, proc.stdout) == (2, b""), proc.stderr
+    assert (cache / "plakar-azblob" / runtime / "plakar-azblob").is_file()
+    assert len(list((tmp_path / "pkg").iterdir())) == 3  # nothing left beside it
+
+
+def test_launcher_without_its_archive(ptar: Path, tmp_path: Path) -> None:
+    launcher = _copy_launcher(tmp_path / "pkg")
+    (tmp_path / "pkg" / "runtime.tar").unlink()
+    proc = subprocess.run([str(launcher), "importer"], env={"PATH": NO_PATH},
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert "runtime.tar is missing" in proc.stderr
+
+
+def test_launcher_serves_grpc_on_its_stdio(ptar: Path, tmp_path: Path) -> None:
+    """Through the launcher (first run, then a later one), Init is answered."""
+    launcher = _copy_launcher(tmp_path / "pkg")
+    for _ in range(2):
+        plugin = StdioPlugin([str(launcher), "importer"],
+                             env={"PATH": NO_PATH, "HOME": str(tmp_path)})
+        try:
+            ipb_grpc.ImporterStub(plugin.channel).Init(  # type: ignore[no-untyped-call]
+                ipb.InitRequest(proto="azblob", config={
+                    "location": "azblob://launcher", "connection_string": COLD_CS}),
+                timeout=60, wait_for_ready=True)
+        finally:
+            plugin.close_stdin()
+        assert plugin.proc.returncode == 0, plugin.stderr
 
 
 def test_no_python_on_the_path(nopy: PlakarEnv) -> None:
@@ -183,13 +319,7 @@ def test_source_store_and_destination_without_python(
     assert "kloset/CONFIG" in names and any(n.startswith("kloset/packfiles/") for n in names)
 
     # destination: the source backup restored into another container
-    store = str(tmp_path / "local")
-    pk(nopy, "at", store, "create")
-    snap = snapshot_id(pk(nopy, "at", store, "backup", "@src"))
-    dst = new_container(service, "dst")
-    pk(nopy, "destination", "add", "dst", f"azblob://{dst.container_name}", cs)
-    pk(nopy, "at", store, "restore", "-to", "@dst", snap)
-    assert blobs(dst) == SAMPLE
+    restore_into_a_container(nopy, service, cs, tmp_path / "local")
 
 
 def test_remove_then_add_again(nopy: PlakarEnv, ptar: Path, azurite: Azurite,
@@ -236,6 +366,91 @@ def test_upgrade_with_pkg_add_u(nopy: PlakarEnv, ptar: Path, azurite: Azurite,
     pk(nopy, "source", "add", "src", f"azblob://{src.container_name}",
        f"connection_string={azurite.connection_string}")
     backup_and_check(nopy, "src", SAMPLE, tmp_path)
+
+
+# -- the source build: plakar pkg build with a recipe, as the official doc has it --
+
+# What a user's shell would give make and pip (proxies, certificates, pip settings).
+_PASSED_ENV = ("PIP_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy",
+               "no_proxy", "SSL_CERT_", "REQUESTS_CA_BUNDLE", "SOURCE_DATE_EPOCH")
+
+
+def _build_env() -> dict[str, str]:
+    """PATH with this Python's own folder first (python3 without shims), pip's cache."""
+    env = {k: v for k, v in os.environ.items() if k.startswith(_PASSED_ENV)}
+    env["PATH"] = f"{Path(sys.base_prefix) / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+    env.setdefault("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip"))
+    return env
+
+
+def _git(*args: str, cwd: Path) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, timeout=120)
+
+
+def installed_tree(env: PlakarEnv) -> dict[str, tuple[int, str]]:
+    """The installed package folder: path -> (mode, SHA-256 of the content)."""
+    [folder] = env.cache.glob("plakar/plugins/*/azblob_*")
+    tree = {}
+    for path in sorted(folder.rglob("*")):
+        st = path.lstat()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+        tree[path.relative_to(folder).as_posix()] = (stat.S_IMODE(st.st_mode), digest)
+    return tree
+
+
+def test_pkg_build_from_a_recipe(nopy: PlakarEnv, ptar: Path, azurite: Azurite,
+                                 tmp_path: Path) -> None:
+    """A tagged clone, a recipe naming it, ``plakar pkg build`` in an empty folder;
+    the .ptar installs and works, and holds the same files as ``make package``'s."""
+    ver = plugin_package.version()
+    repo = tmp_path / "repo"
+    _git("clone", "--quiet", f"file://{ROOT}", str(repo), cwd=tmp_path)
+    _git("tag", ver, cwd=repo)
+    recipe = tmp_path / "recipe" / "recipe.yaml"
+    recipe.parent.mkdir()
+    recipe.write_text(f"name: azblob\nversion: {ver}\nrepository: file://{repo}\n")
+    out = tmp_path / "out"
+    out.mkdir()
+
+    builder = PlakarEnv(extra_env=_build_env())
+    try:
+        started = time.monotonic()
+        builder.run("pkg", "build", str(recipe), cwd=out, timeout=1500)
+        took = time.monotonic() - started
+    finally:
+        builder.stop()
+    platform = ptar.name.removeprefix(f"azblob_{ver}_")
+    built = out / f"azblob_{ver}_{platform}"
+    assert sorted(out.iterdir()) == [built], f"pkg build took {took:.0f} s"
+
+    # `make package` in the same tagged sources (its own build/venv, from scratch).
+    make("package", f"PLAKAR={plakar_bin()}", cwd=repo,
+         env={**os.environ, **_build_env()}, timeout=1500)
+    packaged = repo / "dist" / built.name
+    assert packaged.is_file()
+
+    # Same files: paths, modes and bytes (the build is reproducible).
+    other = PlakarEnv(extra_env={"PATH": NO_PATH})
+    try:
+        pk(other, "pkg", "add", str(packaged))
+        expected = installed_tree(other)
+    finally:
+        other.stop()
+    pk(nopy, "pkg", "add", str(built))
+    assert installed(nopy) == [ver]
+    tree = installed_tree(nopy)
+    assert tree == expected
+    assert {"manifest.yaml", "dist/plugin/plakar-azblob", "dist/plugin/runtime.tar",
+            "src/plakar_azblob/schemas/storage.json"} <= set(tree)
+    assert tree["dist/plugin/plakar-azblob"][0] & 0o111
+
+    # It works, with no Python on the PATH: a backup from Azurite, a restore into it.
+    service = BlobServiceClient.from_connection_string(azurite.connection_string)
+    cs = f"connection_string={azurite.connection_string}"
+    src = new_container(service, "built")
+    fill(src)
+    pk(nopy, "source", "add", "src", f"azblob://{src.container_name}", cs)
+    restore_into_a_container(nopy, service, cs, tmp_path / "store")
 
 
 # -- Microsoft Entra ID in the packaged build: azure.identity must be bundled --
@@ -349,11 +564,9 @@ def test_importer_cold_path_does_not_import_azure_identity() -> None:
     plugin = StdioPlugin([sys.executable, "-X", "importtime", "-m", "plakar_azblob",
                           "importer"])
     try:
-        cs = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
-              "BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;")
         ipb_grpc.ImporterStub(plugin.channel).Init(  # type: ignore[no-untyped-call]
             ipb.InitRequest(proto="azblob", config={"location": "azblob://cold",
-                                                    "connection_string": cs}),
+                                                    "connection_string": COLD_CS}),
             timeout=60, wait_for_ready=True)
     finally:
         plugin.close_stdin()
