@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+import random
+import time
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from azure.core.credentials import AccessToken, AccessTokenInfo
-from azure.core.exceptions import ClientAuthenticationError
+from azure.core.exceptions import AzureError, ClientAuthenticationError
+from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import ContainerClient, ExponentialRetry
 from requests.adapters import HTTPAdapter
@@ -20,12 +25,21 @@ from .errors import TokenError, token_reason
 
 # The Azure SDK logs every request's headers at INFO; plakar shows our stderr.
 logging.getLogger("azure").setLevel(logging.WARNING)
+# azure-core warns "Unable to stream download." before each retry of a cut download.
+logging.getLogger("azure.core.pipeline.transport").setLevel(logging.ERROR)
 # azure.identity warns about every failed credential; errors.translate reports it once.
 logging.getLogger("azure.identity").setLevel(logging.ERROR)
 
 CONNECTION_TIMEOUT = 10  # seconds: a wrong endpoint must fail fast
 READ_TIMEOUT = 120  # seconds without a byte from the service
 IDENTITY_RETRIES = 1  # the token endpoint: one retry, then report
+# Retries of one request (see AzblobRetry).
+STATUS_RETRIES = 6  # 408, 429 and 5xx answers (not 501/505)
+READ_RETRIES = 3  # the connection failed after the request was sent
+CONNECT_RETRIES = 1  # the service could not be reached: a wrong endpoint fails fast
+INITIAL_BACKOFF = 0.5  # seconds, doubled at each retry, +-20 % jitter
+MAX_BACKOFF = 8.0
+MAX_RETRY_AFTER = 30.0  # a longer Retry-After is waited for this long only
 # Bytes read from a response at a time (the Azure SDK's own default; azure-core's
 # is 4 KiB, which makes downloads CPU-bound).
 DATA_BLOCK_SIZE = 256 * 1024
@@ -76,14 +90,90 @@ def _transport(cfg: AzureConfig) -> RequestsTransport:
                              connection_data_block_size=DATA_BLOCK_SIZE)
 
 
+def _retryable_status(status: int) -> bool:
+    """Statuses worth another try: timeouts, throttling, server errors."""
+    return status in (408, 429) or (status >= 500 and status not in (501, 505))
+
+
+def retry_after(headers: Any) -> float | None:
+    """Seconds asked for by ``Retry-After`` (seconds or an HTTP date) or
+    ``x-ms-retry-after-ms`` / ``retry-after-ms``; None without one."""
+    for name, scale in (("retry-after-ms", 0.001), ("x-ms-retry-after-ms", 0.001),
+                        ("retry-after", 1.0)):
+        value = headers.get(name)
+        if not value:
+            continue
+        try:
+            return max(0.0, float(value) * scale)
+        except ValueError:
+            pass
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            continue
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return None
+
+
+class AzblobRetry(ExponentialRetry):
+    """The storage retry policy, with short backoff, throttling retried and Retry-After honoured.
+
+    azure-storage-blob's own policy never retries a 429 (it treats every 4xx
+    but 408 as final) and ignores Retry-After; its backoff (15 s, then
+    15 + 3^n s by default) makes a few transient errors cost minutes. Here
+    each request is retried up to STATUS_RETRIES times on 408, 429 and 5xx,
+    READ_RETRIES times when the connection breaks after the request went out,
+    and CONNECT_RETRIES time when the service cannot be reached, so that a
+    wrong endpoint is reported within seconds. The wait before retry n is
+    INITIAL_BACKOFF * 2^(n-1) seconds (at most MAX_BACKOFF, +-20 %), or what
+    the service's Retry-After asks if longer (at most MAX_RETRY_AFTER).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(initial_backoff=0, increment_base=2, retry_total=STATUS_RETRIES,
+                         random_jitter_range=0, retry_connect=CONNECT_RETRIES,
+                         retry_read=READ_RETRIES, retry_status=STATUS_RETRIES)
+
+    def get_backoff_time(self, settings: dict[str, Any]) -> float:
+        count = max(1, int(settings["count"]))
+        backoff = min(MAX_BACKOFF, INITIAL_BACKOFF * 2 ** (count - 1))
+        backoff *= random.uniform(0.8, 1.2)
+        asked = settings.pop("retry_after", None)
+        if asked is not None:
+            backoff = max(backoff, min(float(asked), MAX_RETRY_AFTER))
+        return float(backoff)
+
+    def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
+        settings = self.configure_retries(request)
+        while True:
+            try:
+                response = self.next.send(request)
+            except AzureError as err:
+                # A request that cannot be signed, or a token refused, is final.
+                if isinstance(err, ClientAuthenticationError) or not self.increment(
+                        settings, request=request.http_request, error=err):
+                    raise
+                time.sleep(self.get_backoff_time(settings))
+                continue
+            http = response.http_response
+            if not _retryable_status(http.status_code) or not self.increment(
+                    settings, request=request.http_request, response=http):
+                break
+            settings["retry_after"] = retry_after(http.headers)
+            time.sleep(self.get_backoff_time(settings))
+        if settings["history"]:
+            response.context["history"] = settings["history"]
+        http.location_mode = settings["mode"]
+        return response
+
+
 def client_options(cfg: AzureConfig) -> dict[str, Any]:
     """Keyword arguments shared by every client: transport, retries, block sizes."""
     return {
         "transport": _transport(cfg),
-        # Server errors are retried 3 times (after about 3, 5 and 9 s); a connection
-        # failure only once, so a wrong endpoint or account fails within seconds.
-        "retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3,
-                                         random_jitter_range=1, retry_connect=1),
+        "retry_policy": AzblobRetry(),
         "max_single_put_size": cfg.block_size,
         "max_block_size": cfg.block_size,
         "max_single_get_size": cfg.block_size,
