@@ -79,6 +79,7 @@ class StoreService(Service[Store], pb_grpc.StoreServicer):
         return pb.ListResponse(macs=macs)
 
     def Put(self, request_iterator: Iterator[pb.PutRequest], context: Any) -> pb.PutResponse:
+        content: IncomingContent | None = None
         try:
             first = next(request_iterator, None)
             if first is None:
@@ -89,6 +90,11 @@ class StoreService(Service[Store], pb_grpc.StoreServicer):
             written = self._get().put(resource, mac, content, StoreFlag(first.flags))
             content.drain()
         except Exception as exc:
+            if content is not None:
+                # Take the rest of the object before failing: plakar (v1.1) reports a
+                # Put ended while it was still sending as "failed to send chunk: EOF",
+                # and this error's message would be lost.
+                content.drain()
             abort(context, exc, "Put")
         return pb.PutResponse(bytes_written=written)
 

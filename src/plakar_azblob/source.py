@@ -14,7 +14,12 @@ import io
 from collections.abc import Iterator, Mapping
 from functools import partial
 
-from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.storage.blob import BlobProperties
 
 from kloset_sdk import ConnectorError, Importer, NotFoundError, Options, Record
@@ -124,6 +129,10 @@ class AzureImporter(Importer):
                                   "is then)")
         if isinstance(exc, ResourceNotFoundError):
             return NotFoundError(f"blob {name!r} was deleted after it was listed")
+        if isinstance(exc, HttpResponseError) and exc.status_code is None:
+            # The Azure SDK's downloader gave up on a body cut short, retries included.
+            return ConnectorError(f"cannot read blob {name!r}: the connection broke in the "
+                                  "middle of the download, and again on each retry")
         return self._error(exc, f"cannot read blob {name!r}")
 
     def _error(self, exc: BaseException, what: str) -> ConnectorError:
