@@ -1,4 +1,9 @@
-"""Start and stop a private, in-memory Azurite blob service for tests."""
+"""Start and stop a private Azurite blob service for tests.
+
+In memory by default; with ``location`` its data lives in that folder, so
+that it can be stopped and started again (``restart_azurite``) on the same
+port with the same blobs.
+"""
 
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ def azurite_bin() -> str:
 class Azurite:
     port: int
     process: subprocess.Popen[bytes]
+    location: Path | None = None  # the data folder (None: in memory)
 
     @property
     def endpoint(self) -> str:
@@ -46,20 +52,23 @@ class Azurite:
         return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
                 f"BlobEndpoint={self.endpoint};")
 
-    def stop(self) -> None:
-        """Stop the whole process group (in memory: nothing to flush)."""
+    def stop(self, grace: float = 1) -> None:
+        """Stop the whole process group, waiting ``grace`` seconds for it to save its data."""
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGINT)
             try:
-                self.process.wait(1)
+                self.process.wait(grace)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
 
 
-def start_azurite(debug_log: Path | None = None, extra_args: Sequence[str] = ()) -> Azurite:
-    port = free_port()
-    args = [azurite_bin(), "--inMemoryPersistence", "--blobHost", "127.0.0.1",
+def start_azurite(debug_log: Path | None = None, extra_args: Sequence[str] = (), *,
+                  port: int | None = None, location: Path | None = None) -> Azurite:
+    """Start Azurite on ``port`` (a free one by default), in memory or in ``location``."""
+    port = port or free_port()
+    storage = ["--location", str(location)] if location else ["--inMemoryPersistence"]
+    args = [azurite_bin(), *storage, "--blobHost", "127.0.0.1",
             "--blobPort", str(port), "--skipApiVersionCheck", "--loose", "--silent",
             *extra_args]
     if debug_log is not None:
@@ -72,8 +81,14 @@ def start_azurite(debug_log: Path | None = None, extra_args: Sequence[str] = ())
             raise RuntimeError(f"azurite exited with {proc.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return Azurite(port, proc)
+                return Azurite(port, proc, location)
         except OSError:
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError("azurite did not start within 30 s")
+
+
+def restart_azurite(stopped: Azurite) -> Azurite:
+    """Start Azurite again on the port and data folder of ``stopped``."""
+    assert stopped.process.poll() is not None, "stop it first"
+    return start_azurite(port=stopped.port, location=stopped.location)
