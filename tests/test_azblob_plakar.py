@@ -27,6 +27,7 @@ from azblob_helpers import (
     SPECIAL,
     TRICKY,
     blob_bytes,
+    blob_listing,
     expected_tree,
     fill_tricky,
     is_dir_blob,
@@ -409,7 +410,12 @@ def test_sas_token_store_and_read_only_sas(
     assert "check completed without errors" in output(pk(azplakar, "at", "@rost", "check"))
     pk(azplakar, "at", "@rost", "restore", "-to", str(tmp_path / "ro-restored"), snap)
     assert snapshot(tmp_path / "ro-restored") == snapshot(src)
+    before = blob_listing(container)
+    (src / "new.txt").write_text("never stored\n")  # new data: a packfile to write
     failed = pk(azplakar, "at", "@rost", "backup", str(src), ok=False)
+    # Nothing was written: same blobs, same sizes, same ETags (not even a lock).
+    assert blob_listing(container) == before
+    assert {b.name for b in container.list_blobs(include=["uncommittedblobs"])} == set(before)
     text = output(failed)
     assert failed.returncode != 0
     assert "read-only" in text and "AuthorizationPermissionMismatch" in text, text
