@@ -4,7 +4,14 @@
 # Everything installs into ignored folders of the project (build/venv, .venv,
 # .tools); nothing global is touched.
 
-PYTHON        ?= python3
+# The Python to build with: $(PYTHON) if set, else the first of python3,
+# python3.13, python3.12, python3.11 that is at least 3.11 (the project's
+# requires-python).
+ifndef PYTHON
+PYTHON := $(or $(shell for p in python3 python3.13 python3.12 python3.11; do \
+    "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+    && { echo "$$p"; break; }; done),python3)
+endif
 VENV          := .venv
 PY            := $(VENV)/bin/python
 TOOLS         := .tools
@@ -33,7 +40,8 @@ all: build
 build-venv: $(BUILD_VENV)/.installed
 $(BUILD_VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
-	    { echo "make: $(PYTHON) is older than 3.11 (set PYTHON=python3.X)" >&2; exit 1; }
+	    { echo "make: Python >= 3.11 is needed, $(PYTHON) is not (set PYTHON=...)" >&2; \
+	      exit 1; }
 	rm -rf $(BUILD_VENV)
 	$(PYTHON) -m venv $(BUILD_VENV)
 	$(BUILD_PY) -m pip install -q -e '.[package]'

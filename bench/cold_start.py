@@ -7,8 +7,9 @@ Each run spawns ``EXE importer|exporter|storage`` the way plakar does (stdin
 and stdout are two pipes; tests/stdio_plugin.StdioPlugin relays a grpcio
 client to them), sends ``Init`` with a valid config and stops the clock when
 the answer arrives; then closes stdin and waits for the exit ("cpu": median
-CPU seconds, user + system, of the process's whole life). ``Init`` makes
-no request to Azure, so no service is needed. The default EXE is the
+CPU seconds, user + system, of the process's whole life). Only the
+exporter's ``Init`` makes a request (one, answered by a loopback stub), so
+no service is needed. The default EXE is the
 packaged build's launcher, dist/plugin/plakar-azblob (``make build``), which
 extracts dist/plugin/runtime.tar on its first run: its "first" runs each
 start from a fresh copy of the installed files (the launcher and a link to
@@ -22,14 +23,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import resource
 import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import grpc
@@ -49,30 +53,62 @@ from kloset_sdk._proto import store_pb2_grpc as spb_grpc  # noqa: E402
 PACKAGED = ROOT / "dist" / "plugin" / "plakar-azblob"
 ARCHIVE = PACKAGED.with_name("runtime.tar")
 KINDS = ("importer", "exporter", "storage")
-# Azurite's well-known development account; Init sends nothing to it.
-CONFIG = {
-    "location": "azblob://cold-start/some/prefix",
-    "connection_string": (
-        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey="
-        "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
-        "BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;"),
-}
+# Azurite's well-known development account. The importer's and store's Init
+# send nothing to Azure; the exporter's checks the container once
+# (get_container_properties): a loopback server answers every request with
+# 404 ContainerNotFound, which the exporter accepts (it creates the
+# container on the first write). So no service is needed.
+KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==")
+
+
+class _NotFound(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        self.send_response(404)
+        self.send_header("x-ms-error-code", "ContainerNotFound")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _answer
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@functools.cache
+def _endpoint() -> str:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotFound)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}/devstoreaccount1"
+
+
+def config() -> dict[str, str]:
+    return {
+        "location": "azblob://cold-start/some/prefix",
+        "connection_string": (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+                              f"AccountKey={KEY};BlobEndpoint={_endpoint()};"),
+    }
 
 
 def _init(kind: str, channel: grpc.Channel) -> None:
     if kind == "importer":
         ipb_grpc.ImporterStub(channel).Init(  # type: ignore[no-untyped-call]
-            ipb.InitRequest(proto="azblob", config=CONFIG,
+            ipb.InitRequest(proto="azblob", config=config(),
                             options=ipb.Options(maxconcurrency=8)),
             timeout=30, wait_for_ready=True)
     elif kind == "exporter":
         epb_grpc.ExporterStub(channel).Init(  # type: ignore[no-untyped-call]
-            epb.InitRequest(proto="azblob", config=CONFIG,
+            epb.InitRequest(proto="azblob", config=config(),
                             options=epb.Options(maxconcurrency=8)),
             timeout=30, wait_for_ready=True)
     else:
         spb_grpc.StoreStub(channel).Init(  # type: ignore[no-untyped-call]
-            spb.InitRequest(proto="azblob", config=CONFIG), timeout=30, wait_for_ready=True)
+            spb.InitRequest(proto="azblob", config=config()), timeout=30, wait_for_ready=True)
 
 
 def _children_cpu() -> float:
