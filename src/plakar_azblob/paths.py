@@ -5,26 +5,29 @@ A blob ``NAME`` is the plakar path ``/NAME``: with location
 ``a/b/x.txt`` is ``/a/b/x.txt``. The exporter puts the restored path
 ``/dir/file`` at blob ``a/b/dir/file``.
 
-The same rule keeps both directions safe (:func:`unsafe_name`): a name is
-refused if it holds a NUL, an empty ``/`` segment (``//``, or a leading or
-trailing ``/``), or a piece made only of dots (``.``, ``..``, ``...``) when
-split at ``/`` *and* at ``\``. A backslash is an ordinary character of a
-blob name and of a Linux file name, so ``dir\file`` is kept as it is; but a
-consumer that reads ``\`` as a separator (Windows, some tools and
-services) would turn ``..\x`` into a step out of the destination, and
-Windows drops trailing dots (``...`` may become ``..``), so those are
-refused. A restored name therefore always stays under the destination
-prefix, whoever reads it later; a refused record fails alone.
+The same rule keeps both directions safe (:func:`unsafe_name`). Azure Blob
+Storage (and Azurite) store a backslash in a blob name as a forward slash:
+a file ``dir\file`` becomes blob ``dir/file``, and ``a\..\b`` would become
+``a/../b``. So ``\`` is a separator here too. A name is refused if it holds
+a NUL, an empty segment (``//``, ``\\``, or a leading or trailing
+separator), or a segment made only of dots (``.``, ``..``, and ``...``
+too: Windows trims trailing dots). The exporter writes a safe path with its
+backslashes already turned into slashes, so the blob it names is the blob
+that exists; a refused record fails alone and nothing is written for it.
 """
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from kloset_sdk import ConnectorError
 
 from .client import account_url
 from .config import AzureConfig
+
+# Azure stores a backslash in a blob name as "/": both separate segments.
+_SEPARATORS = re.compile(r"[/\\]")
 
 
 def origin(cfg: AzureConfig) -> str:
@@ -46,15 +49,12 @@ def unsafe_name(name: str) -> str | None:
     """Why the relative name ``a/b/c`` is unsafe as a path (see the module docstring), or None."""
     if "\0" in name:
         return "a NUL character"
-    segments = name.split("/")
-    if "" in segments:
-        return "an empty path segment (\"//\", or a leading or trailing \"/\")"
-    for segment in segments:
-        for piece in segment.split("\\"):
-            if piece and piece.strip(".") == "":
-                if piece != segment:
-                    return f"a \"{piece}\" path segment once \"\\\" is read as a separator"
-                return f"a \"{piece}\" path segment"
+    for segment in _SEPARATORS.split(name):
+        if not segment:
+            return ("an empty path segment (two separators in a row, or a leading or "
+                    "trailing one; \"\\\" counts as \"/\")")
+        if not segment.strip("."):
+            return f"a \"{segment}\" path segment"
     return None
 
 
@@ -79,4 +79,4 @@ def blob_name(cfg: AzureConfig, pathname: str) -> str:
     if why is not None:
         raise ConnectorError(f"cannot restore {pathname!r}: the path has {why} (refused so "
                              "that nothing is written outside the destination prefix)")
-    return listing_prefix(cfg) + relative
+    return listing_prefix(cfg) + relative.replace("\\", "/")
