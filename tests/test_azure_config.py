@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from azure.core.exceptions import HttpResponseError, ServiceRequestError
 
-from kloset_sdk import ConfigError, ConnectorError, NotFoundError
+from kloset_sdk import ConfigError, ConnectorError, NotFoundError, PermissionDeniedError
 from plakar_azblob.client import account_url
 from plakar_azblob.config import AzureConfig, parse_config, sas_permissions
 from plakar_azblob.errors import scrub, translate
@@ -442,3 +442,81 @@ def test_translate_plain_exceptions() -> None:
     assert translate(original, "ignored") is original
     assert scrub("see /c/b?sig=abc&x=1 and sig=zzz") == "see /c/b and sig=REDACTED"
     assert len(scrub("x" * 500)) == 200
+
+
+class _Request:
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        self.url, self.headers = url, headers
+
+
+class _Response:
+    """Just what HttpResponseError reads from a response, and the request it answers."""
+
+    def __init__(self, status: int, url: str, headers: dict[str, str] | None = None) -> None:
+        self.status_code, self.reason = status, "Forbidden"
+        self.request = _Request(url, headers or {})
+        self.headers: dict[str, str] = {}
+
+    def text(self) -> str:
+        return ""
+
+
+def refused(code: str, url: str, headers: dict[str, str] | None = None) -> str:
+    exc = HttpResponseError(message="Server failed to authenticate the request. sig=LEAK",
+                            response=_Response(403, url, headers))
+    exc.error_code = code
+    return str(translate(exc, "cannot list azblob://c"))
+
+
+URL = "https://acct.blob.core.windows.net/c?restype=container&comp=list"
+
+
+@pytest.mark.parametrize("code", ["AuthenticationFailed", "AuthorizationFailure"])
+def test_translate_names_an_expired_or_early_sas(code: str) -> None:
+    expired = f"{URL}&sv=2024-08-04&se=2020-01-02T03%3A04%3A05Z&sp=rl&sig=SECRETSIG"
+    assert refused(code, expired) == ("cannot list azblob://c: the SAS token expired at "
+                                      f"2020-01-02T03:04:05Z (make a new one) ({code}, HTTP 403)")
+    early = f"{URL}&st=2099-01-01&se=2099-02-01&sp=rl&sig=SECRETSIG"
+    assert refused(code, early) == ("cannot list azblob://c: the SAS token is not valid before "
+                                    f"2099-01-01T00:00:00Z ({code}, HTTP 403)")
+
+
+def test_translate_names_the_refused_credential() -> None:
+    sas_url = f"{URL}&se=2099-01-01&sp=rl&sig=SECRETSIG"
+    assert refused("AuthenticationFailed", sas_url) == (
+        "cannot list azblob://c: the SAS token was refused: its signature does not match "
+        "(AuthenticationFailed, HTTP 403)")
+    key = {"Authorization": "SharedKey acct:SECRETSIG"}
+    assert refused("AuthenticationFailed", URL, key) == (
+        "cannot list azblob://c: authentication failed: the account key is wrong "
+        "(AuthenticationFailed, HTTP 403)")
+    assert refused("AuthorizationFailure", URL, key).startswith(
+        "cannot list azblob://c: the account key was refused (wrong key, or not allowed")
+    # Anonymous or Entra ID requests: the generic reason.
+    assert refused("AuthorizationFailure", URL) == (
+        "cannot list azblob://c: the credentials are not allowed to do this "
+        "(AuthorizationFailure, HTTP 403)")
+    assert refused("AuthenticationFailed", URL, {"Authorization": "Bearer x"}) == (
+        "cannot list azblob://c: authentication failed (check the account key or SAS token) "
+        "(AuthenticationFailed, HTTP 403)")
+
+
+def test_translate_token_and_signing_failures() -> None:
+    from azure.core.exceptions import ClientAuthenticationError
+
+    from plakar_azblob.errors import TokenError
+
+    token = TokenError("no credential available")
+    assert str(token) == "cannot get a Microsoft Entra ID token: no credential available"
+    err = translate(token, "cannot list azblob://c")
+    assert str(err) == ("cannot list azblob://c: cannot get a Microsoft Entra ID token: "
+                        "no credential available")
+    assert isinstance(err, PermissionDeniedError)
+
+    class AzureSigningError(ClientAuthenticationError):
+        pass
+
+    signing = AzureSigningError("Invalid base64-encoded string: SECRETKEY")
+    assert str(translate(signing, "cannot list azblob://c")) == (
+        "cannot list azblob://c: cannot sign the request with the account key (is it the "
+        "base64 key of the account?)")
