@@ -41,6 +41,15 @@ from fault_proxy import FaultProxy
 from plakar_env import PlakarEnv, output, snapshot_id
 from tree_compare import make_sample_tree, snapshot
 
+from plakar_azblob.client import (
+    INITIAL_BACKOFF,
+    MAX_BACKOFF,
+    MAX_RETRY_AFTER,
+    AzblobRetry,
+    container_client,
+    retry_after,
+)
+from plakar_azblob.config import parse_config
 from plakar_azblob.destination import content_type
 
 pytestmark = [pytest.mark.faults, pytest.mark.plakar, pytest.mark.azurite]
@@ -91,6 +100,38 @@ def ls_tree(env: PlakarEnv, store: str, snap: str) -> list[str]:
 def assert_faults_injected(px: FaultProxy) -> None:
     assert px.injected > 0, f"no fault injected in {px.requests} requests"
     assert set(px.faults) <= {500, 503, 429}
+
+
+# -- the retry policy itself --
+
+def test_retry_policy_backoff_and_retry_after() -> None:
+    policy = AzblobRetry()
+    for count in range(1, 12):
+        wait = policy.get_backoff_time({"count": count})
+        assert 0.8 * INITIAL_BACKOFF <= wait <= 1.2 * MAX_BACKOFF
+    assert policy.get_backoff_time({"count": 1, "retry_after": 3.0}) >= 3.0
+    assert policy.get_backoff_time({"count": 1, "retry_after": 3600.0}) == MAX_RETRY_AFTER
+    assert retry_after({"retry-after": "2"}) == 2.0
+    assert retry_after({"x-ms-retry-after-ms": "1500"}) == 1.5
+    assert retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0  # past
+    assert retry_after({}) is None
+
+
+def test_sdk_clients_ride_out_throttling_and_server_errors(azurite: Azurite) -> None:
+    """The connectors' clients, through the proxy: 40 % of the requests answered 429/503."""
+    with proxy(azurite, seed=4, fault_rate=0.4, statuses=(429, 503)) as px:
+        cfg = parse_config({"location": f"azblob://thr-{uuid.uuid4().hex[:10]}",
+                            "account_name": ACCOUNT, "account_key": KEY,
+                            "endpoint": px.endpoint(ACCOUNT)}, "storage")
+        client = container_client(cfg)
+        client.create_container()
+        data = {f"b{i}": os.urandom(1000 + i) for i in range(5)}
+        for name, value in data.items():
+            client.upload_blob(name, value)
+        got = {b.name: client.download_blob(b.name).readall() for b in client.list_blobs()}
+        assert got == data
+        assert px.faults[429] > 0 and px.faults[503] > 0
+        client.close()
 
 
 # -- 1. 500, 503 and 429 + Retry-After on 10 % of the requests --
