@@ -100,6 +100,9 @@ _M_ARENA_MAX = -8
 # Bulk buffers (1 MiB chunks, protobuf messages, HTTP bodies) stay below this
 # size and come from the heap, where freed memory is reused...
 MMAP_THRESHOLD = 32 << 20
+# A store's Puts hold whole blocks of objects (a few MiB each): mapped, they go
+# back to the system once sent, which bounds a store's memory (~20 MiB less).
+STORE_MMAP_THRESHOLD = 4 << 20
 # ...up to this much free memory is kept per arena instead of being unmapped...
 TRIM_THRESHOLD = 32 << 20
 # ...and the many I/O threads share this many arenas, so that free memory
@@ -107,7 +110,7 @@ TRIM_THRESHOLD = 32 << 20
 ARENA_MAX = 2
 
 
-def tune_malloc() -> bool:
+def tune_malloc(mmap_threshold: int = MMAP_THRESHOLD) -> bool:
     """Make glibc reuse freed bulk buffers instead of mapping fresh pages.
 
     By default glibc serves allocations above its mmap threshold with fresh
@@ -125,7 +128,7 @@ def tune_malloc() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     done = [mallopt(param, value) for param, value in (
-        (_M_ARENA_MAX, ARENA_MAX), (_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+        (_M_ARENA_MAX, ARENA_MAX), (_M_MMAP_THRESHOLD, mmap_threshold),
         (_M_TRIM_THRESHOLD, TRIM_THRESHOLD))]
     return all(done)
 
@@ -226,9 +229,10 @@ class StdioTransport:
                 os.close(fd)
 
 
-def serve_stdio(server: grpc.Server, on_exit: Callable[[], None] | None = None) -> None:
+def serve_stdio(server: grpc.Server, on_exit: Callable[[], None] | None = None,
+                mmap_threshold: int = MMAP_THRESHOLD) -> None:
     """Run ``server`` on stdin/stdout until plakar closes stdin; then stop promptly."""
-    tune_malloc()
+    tune_malloc(mmap_threshold)
     transport = StdioTransport()
     transport.attach(server)
     transport.done.wait()

@@ -56,8 +56,11 @@ class AzureStore(Store):
         self._client: ContainerClient | None = container_client(self.cfg)
         self._client_lock = threading.Lock()
         self._tier = _TIERS[self.cfg.tier] if self.cfg.tier else None
-        # Caps the upload buffers of all concurrent puts together (memory bound).
-        self._buffers = threading.BoundedSemaphore(max(4 * self.cfg.max_concurrency, 32))
+        # Caps the upload buffers of all concurrent puts together (memory bound):
+        # a window of blocks in flight and two being read (plakar puts two
+        # packfiles at a time). No deadlock: a put holds a slot only while it
+        # reads or sends that block.
+        self._buffers = threading.BoundedSemaphore(self.cfg.max_concurrency + 2)
 
     @property
     def client(self) -> ContainerClient:
