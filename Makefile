@@ -1,15 +1,15 @@
 # plakar-azblob. The default target builds the plugin's files, exactly those
 # manifest.yaml names: what `plakar pkg build` runs in its clone (needs only
-# Python >= 3.11 with pip and access to PyPI). Development tasks below.
+# Python >= 3.10 with pip and access to PyPI). Development tasks below.
 # Everything installs into ignored folders of the project (build/venv, .venv,
 # .tools); nothing global is touched.
 
 # The Python to build with: $(PYTHON) if set, else the first of python3,
-# python3.13, python3.12, python3.11 that is at least 3.11 (the project's
-# requires-python).
+# python3.13, python3.12, python3.11, python3.10 that is at least 3.10 (the
+# project's requires-python).
 ifndef PYTHON
-PYTHON := $(or $(shell for p in python3 python3.13 python3.12 python3.11; do \
-    "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+PYTHON := $(or $(shell for p in python3 python3.13 python3.12 python3.11 python3.10; do \
+    "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null \
     && { echo "$$p"; break; }; done),python3)
 endif
 VENV          := .venv
@@ -39,8 +39,8 @@ all: build
 
 build-venv: $(BUILD_VENV)/.installed
 $(BUILD_VENV)/.installed: pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
-	    { echo "make: Python >= 3.11 is needed, $(PYTHON) is not (set PYTHON=...)" >&2; \
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
+	    { echo "make: Python >= 3.10 is needed, $(PYTHON) is not (set PYTHON=...)" >&2; \
 	      exit 1; }
 	rm -rf $(BUILD_VENV)
 	$(PYTHON) -m venv $(BUILD_VENV)

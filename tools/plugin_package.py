@@ -42,7 +42,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,8 +83,10 @@ _SEMVER = re.compile(r"^v\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$")
 
 def version() -> str:
     """``v`` + the project version of pyproject.toml (the only place it is written)."""
-    with (ROOT / "pyproject.toml").open("rb") as f:
-        value = "v" + str(tomllib.load(f)["project"]["version"])
+    # Read without a TOML library: Python 3.10 (enough to build) has none.
+    project = (ROOT / "pyproject.toml").read_text().split("[project]", 1)[-1].split("\n[", 1)[0]
+    found = re.search(r'^version\s*=\s*"([^"]*)"', project, re.MULTILINE)
+    value = "v" + (found.group(1) if found else "")
     if not _SEMVER.match(value):
         raise SystemExit(f"pyproject.toml: version {value[1:]!r} is not X.Y.Z")
     return value

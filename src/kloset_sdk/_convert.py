@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -12,14 +12,14 @@ from .records import FileInfo, Record, Result, XattrType
 
 def timestamp(when: datetime) -> Timestamp:
     if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
+        when = when.replace(tzinfo=timezone.utc)
     ts = Timestamp()
     ts.FromDatetime(when)
     return ts
 
 
 def from_timestamp(ts: Timestamp) -> datetime:
-    return ts.ToDatetime(tzinfo=UTC)
+    return ts.ToDatetime(tzinfo=timezone.utc)
 
 
 def fileinfo_to_proto(fi: FileInfo) -> pb.FileInfo:

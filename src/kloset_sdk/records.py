@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import BinaryIO, Protocol, TypeAlias
 
 from . import filemode
@@ -20,7 +20,7 @@ Readable: TypeAlias = SupportsRead | BinaryIO | Iterable[bytes]
 # Called by the SDK when plakar opens a record, and not before.
 Opener: TypeAlias = Callable[[], Readable]
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class XattrType(enum.IntEnum):

@@ -8,7 +8,7 @@ the status and error code, and any free text kept is scrubbed.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -136,7 +136,7 @@ def _sas_time(value: str) -> datetime | None:
         when = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
 def _credential_reason(exc: HttpResponseError, code: str) -> str | None:
@@ -151,7 +151,7 @@ def _credential_reason(exc: HttpResponseError, code: str) -> str | None:
     if request is None:
         return None
     query = parse_qs(urlsplit(str(getattr(request, "url", ""))).query)
-    now = datetime.now(UTC)
+    now = datetime.now(timezone.utc)
     if "sig" in query:
         expiry = _sas_time(query.get("se", [""])[0])
         if expiry is not None and expiry <= now:
