@@ -43,6 +43,7 @@ SAFE: dict[str, tuple[str, bytes]] = {
     "/dir\\file.txt": ("dir/file.txt", b"a backslash separates like a slash"),
     "/%2e%2e/pct.txt": ("%2e%2e/pct.txt", b"percent signs are kept as they are"),
     "/x..y/..z/a..": ("x..y/..z/a..", b"dots that are not a whole segment"),
+    "/dots/...": ("dots/...", b"three dots: an ordinary name"),
 }
 EMPTY = ('an empty path segment (two separators in a row, or a leading or trailing one; '
          '"\\" counts as "/")')
@@ -50,7 +51,6 @@ UNSAFE: dict[str, str] = {
     "/a/../../escape": 'a ".." path segment',
     "/../x": 'a ".." path segment',
     "/a/./b": 'a "." path segment',
-    "/dots/...": 'a "..." path segment',
     "/a//b": EMPTY,
     "//abs": EMPTY,
     "/trailing/": EMPTY,
@@ -109,7 +109,7 @@ def test_blob_name_without_prefix() -> None:
     ("a//b", EMPTY), ("/lead", EMPTY), ("a\\/b", EMPTY),
     ("a/../b", 'a ".." path segment'),
     ("./a", 'a "." path segment'),
-    ("a/.../", 'a "..." path segment'),
+    ("a/.../", None), ("...", None),
     ("a\\..\\b", 'a ".." path segment'),
     ("..\\", 'a ".." path segment'),
     ("nul\x00/x", "a NUL character"),
@@ -190,9 +190,9 @@ def test_unsafe_records_fail_alone_and_nothing_leaves_the_prefix(azurite: Azurit
 # -- the source connector: blobs Azurite really holds under such names --
 
 # Uploaded name -> the name the service keeps ("\\" becomes "/").
-SOURCE_UNSAFE = {"a\\..\\b": "a/../b", "dots/...": "dots/...", "up\\..": "up/..",
+SOURCE_UNSAFE = {"a\\..\\b": "a/../b", "up\\..": "up/..",
                  "x\\.\\y": "x/./y", "a\\\\b": "a//b"}
-SOURCE_SAFE = {"fine.txt": "fine.txt", "dir\\file.txt": "dir/file.txt"}
+SOURCE_SAFE = {"fine.txt": "fine.txt", "dir\\file.txt": "dir/file.txt", "dots/...": "dots/..."}
 
 
 def test_source_reports_unsafe_blob_names_as_failures(azurite: Azurite) -> None:

@@ -10,8 +10,9 @@ Storage (and Azurite) store a backslash in a blob name as a forward slash:
 a file ``dir\file`` becomes blob ``dir/file``, and ``a\..\b`` would become
 ``a/../b``. So ``\`` is a separator here too. A name is refused if it holds
 a NUL, an empty segment (``//``, ``\\``, or a leading or trailing
-separator), or a segment made only of dots (``.``, ``..``, and ``...``
-too: Windows trims trailing dots). The exporter writes a safe path with its
+separator), or a ``.`` or ``..`` segment. Other names of dots (``...``)
+are ordinary names to Azure and to POSIX file systems: they are kept, so a
+backup loses no blob. The exporter writes a safe path with its
 backslashes already turned into slashes, so the blob it names is the blob
 that exists; a refused record fails alone and nothing is written for it.
 """
@@ -53,7 +54,7 @@ def unsafe_name(name: str) -> str | None:
         if not segment:
             return ("an empty path segment (two separators in a row, or a leading or "
                     "trailing one; \"\\\" counts as \"/\")")
-        if not segment.strip("."):
+        if segment in (".", ".."):
             return f"a \"{segment}\" path segment"
     return None
 
