@@ -103,6 +103,9 @@ def dataset(azurite: Azurite) -> Dataset:
         container.upload_blob(name, b"both a file and a folder")
     for name in INVALID:
         container.upload_blob(name, b"invalid")
+    log = container.get_blob_client("logs/append.log")
+    log.create_append_blob()
+    log.append_block(b"line 1\n")
     ds = Dataset(azurite, container, hashlib.sha256(big).hexdigest())
     ds.props = {b.name: b for b in container.list_blobs(include=["metadata"])}
     return ds
@@ -223,7 +226,6 @@ def test_xattrs_of_a_blob_with_every_property(dataset: Dataset, records: list[Re
         "azure.cache-control": b"max-age=60",
         "azure.content-md5": base64.b64encode(hashlib.md5(GZIPPED).digest()),
         "azure.access-tier": b"Cool",
-        "azure.blob-type": b"BlockBlob",
         "azure.meta.owner": b"alice",
         "azure.meta.Project": b"Plakar",
     }
@@ -243,9 +245,13 @@ def test_every_file_lists_exactly_its_xattr_records(records: list[Record]) -> No
             assert r.has_reader and r.key == f"xattr:{r.pathname}:{r.xattr_name}"
             sent.setdefault(r.pathname, set()).add(r.xattr_name)
     assert {p: n for p, n in listed.items() if n} == sent
-    # A plain blob: its content type, its MD5, its type; the tier is inferred.
-    assert listed["/plain.txt"] == {"azure.content-type", "azure.content-md5",
-                                    "azure.blob-type"}
+    # A plain blob: its content type and MD5; the tier is inferred, a block
+    # blob's type left out; an append blob says what it is.
+    assert listed["/plain.txt"] == {"azure.content-type", "azure.content-md5"}
+    assert listed["/logs/append.log"] == {"azure.content-type", "azure.blob-type"}
+    values = {r.xattr_name: content(r) for r in records
+              if r.is_xattr and r.pathname == "/logs/append.log"}
+    assert values["azure.blob-type"] == b"AppendBlob"
 
 
 def test_content_is_the_blob(dataset: Dataset, records: list[Record]) -> None:
