@@ -14,7 +14,7 @@ from ._proto import importer_pb2 as pb
 from ._proto import importer_pb2_grpc as pb_grpc
 from ._service import Service, identity
 from ._status import abort
-from .content import iter_chunks
+from .content import chunk_messages
 from .errors import ConnectorError, NotFoundError
 from .importer import Importer
 from .options import Options
@@ -97,16 +97,21 @@ class ImporterService(Service[Importer], pb_grpc.ImporterServicer):
             log.exception("acknowledgement handling failed")
 
     def Open(self, request: pb.OpenRequest, context: Any) -> Iterator[pb.OpenResponse]:
+        for message in self.open_encoded(request, context):
+            yield pb.OpenResponse.FromString(message)
+
+    def open_encoded(self, request: pb.OpenRequest, context: Any) -> Iterator[bytes]:
+        """Open's responses, encoded: what the server sends (see serve.py)."""
         key = _key(request.record)
         with self._lock:
             opener = self._openers.get(key)
         if opener is None:
             abort(context, NotFoundError(f"{key}: does not exist"), "Open")
         try:
-            for chunk in iter_chunks(opener()):
+            for message in chunk_messages(opener()):
                 if not context.is_active():
                     return  # plakar cancelled this read
-                yield pb.OpenResponse(chunk=chunk)
+                yield message
         except Exception as exc:
             abort(context, exc, "Open")
 

@@ -11,7 +11,7 @@ from ._proto import store_pb2 as pb
 from ._proto import store_pb2_grpc as pb_grpc
 from ._service import Service, identity
 from ._status import abort
-from .content import CHUNK_SIZE, IncomingContent, iter_chunks
+from .content import CHUNK_SIZE, IncomingContent, chunk_messages
 from .errors import ConnectorError
 from .storage import Range, Resource, Store, StoreFlag
 
@@ -99,20 +99,25 @@ class StoreService(Service[Store], pb_grpc.StoreServicer):
         return pb.PutResponse(bytes_written=written)
 
     def Get(self, request: pb.GetRequest, context: Any) -> Iterator[pb.GetResponse]:
+        for message in self.get_encoded(request, context):
+            yield pb.GetResponse.FromString(message)
+
+    def get_encoded(self, request: pb.GetRequest, context: Any) -> Iterator[bytes]:
+        """Get's responses, encoded: what the server sends (see serve.py)."""
         try:
             rng = None
             if request.HasField("range"):
                 rng = Range(request.range.offset, request.range.length)
             data = self._get().get(_resource(request.type), _mac(request.mac), rng,
                                           StoreFlag(request.flags))
-            chunks = iter_chunks(data)
+            messages = chunk_messages(data)
             if rng is None or rng.length > CHUNK_SIZE:
                 # Several chunks: fetch the next ones while plakar receives these.
-                chunks = _read_ahead(chunks, READ_AHEAD)
-            for chunk in chunks:
+                messages = _read_ahead(messages, READ_AHEAD)
+            for message in messages:
                 if not context.is_active():
                     return
-                yield pb.GetResponse(chunk=chunk)
+                yield message
         except Exception as exc:
             abort(context, exc, "Get")
 

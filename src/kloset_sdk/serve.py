@@ -32,6 +32,38 @@ _CHANNEL_OPTIONS = [
 ]
 
 KINDS = ("importer", "exporter", "storage")
+# Streams of content served by a method yielding messages already encoded
+# (content.chunk_messages) instead of the generated one: service -> {method: attribute}.
+_ENCODED_RESPONSES = {"importer.Importer": {"Open": "open_encoded"},
+                      "store.Store": {"Get": "get_encoded"}}
+
+
+def _as_is(message: bytes) -> bytes:
+    return message
+
+
+class _Registrar:
+    """Stands for the server in a generated ``add_*Servicer_to_server``: registers
+    its handlers, with those of ``_ENCODED_RESPONSES`` served by the servicer's
+    encoding method and their messages sent as they are."""
+
+    def __init__(self, server: grpc.Server, servicer: Any) -> None:
+        self._server = server
+        self._servicer = servicer
+        self.registered = False
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass  # made below from the same method handlers
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        handlers = dict(handlers)
+        for name, attribute in _ENCODED_RESPONSES.get(service, {}).items():
+            handlers[name] = handlers[name]._replace(
+                unary_stream=getattr(self._servicer, attribute), response_serializer=_as_is)
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, handlers),))
+        self._server.add_registered_method_handlers(service, handlers)
+        self.registered = True
 
 
 def setup_logging() -> None:
@@ -52,15 +84,20 @@ def build_server(kind: str, factory: Callable[..., Any]) -> tuple[grpc.Server, A
     service: Any
     if kind == "importer":
         service = ImporterService(factory)
-        importer_pb2_grpc.add_ImporterServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+        registrar = _Registrar(server, service)
+        importer_pb2_grpc.add_ImporterServicer_to_server(service, registrar)  # type: ignore[no-untyped-call]
     elif kind == "exporter":
         service = ExporterService(factory)
-        exporter_pb2_grpc.add_ExporterServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+        registrar = _Registrar(server, service)
+        exporter_pb2_grpc.add_ExporterServicer_to_server(service, registrar)  # type: ignore[no-untyped-call]
     elif kind in ("storage", "store"):
         service = StoreService(factory)
-        store_pb2_grpc.add_StoreServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+        registrar = _Registrar(server, service)
+        store_pb2_grpc.add_StoreServicer_to_server(service, registrar)  # type: ignore[no-untyped-call]
     else:
         raise ValueError(f"unknown connector kind {kind!r} (expected one of {', '.join(KINDS)})")
+    if not registrar.registered:
+        raise RuntimeError("the generated gRPC code registered no method handlers")
     return server, service
 
 
