@@ -40,8 +40,9 @@ CONNECT_RETRIES = 1  # the service could not be reached: a wrong endpoint fails 
 INITIAL_BACKOFF = 0.5  # seconds, doubled at each retry, +-20 % jitter
 MAX_BACKOFF = 8.0
 MAX_RETRY_AFTER = 30.0  # a longer Retry-After is waited for this long only
-# Bytes read from a response at a time (the Azure SDK's own default; azure-core's
-# is 4 KiB, which makes downloads CPU-bound).
+# Bytes read from a response at a time, at least (the Azure SDK's own default;
+# azure-core's is 4 KiB, which makes downloads CPU-bound). Reads are as large as
+# a block (see _transport).
 DATA_BLOCK_SIZE = 256 * 1024
 DEV_STORAGE_URL = "http://127.0.0.1:10000/devstoreaccount1"
 
@@ -77,6 +78,12 @@ def account_url(cfg: AzureConfig) -> str:
 
 
 def _transport(cfg: AzureConfig) -> RequestsTransport:
+    """requests-based transport. A response body is read one block at a time: every
+    ranged read (source, storage Get) is at most one block, so its body is read in
+    one call into one bytes object, which the Azure SDK's downloader then passes on
+    as is; smaller reads cost a join of the pieces and the Python machinery of each
+    read (http.client never reads past the Content-Length, so small responses do
+    not allocate a whole block)."""
     # Room for every block in flight plus concurrent small requests from plakar.
     pool = max(32, 2 * cfg.max_concurrency + 16)
     session = requests.Session()
@@ -87,7 +94,7 @@ def _transport(cfg: AzureConfig) -> RequestsTransport:
     session.mount("https://", adapter)
     return RequestsTransport(session=session, session_owner=True,
                              connection_timeout=CONNECTION_TIMEOUT, read_timeout=READ_TIMEOUT,
-                             connection_data_block_size=DATA_BLOCK_SIZE)
+                             connection_data_block_size=max(DATA_BLOCK_SIZE, cfg.block_size))
 
 
 def _retryable_status(status: int) -> bool:
