@@ -7,7 +7,10 @@ cache daemon start them); /proc is polled every 50 ms.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from azure.storage.blob import BlobServiceClient
 from azurite import start_azurite
@@ -44,7 +47,10 @@ def _row(report: Report, what: str, size: str, kind: str, mem: PluginMemory,
 
 
 def run(report: Report) -> None:
-    az = start_azurite()
+    # Azurite keeps its data on disk here: at the sizes (BENCH_SCALE=1, 14 GiB)
+    # an in-memory Azurite stalled until connections to it timed out.
+    data = Path(tempfile.mkdtemp(prefix="bench-azurite-"))
+    az = start_azurite(location=data)
     pk = BenchPlakar()
     try:
         work = pk.root / "work"
@@ -104,3 +110,4 @@ def run(report: Report) -> None:
             pk.stop()
         finally:
             az.stop()
+            shutil.rmtree(data, ignore_errors=True)
