@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.blob import ContainerClient
 from azurite import ACCOUNT, Azurite, start_azurite
 from common import (
     BenchPlakar,
@@ -27,6 +27,7 @@ from common import (
     human,
     random_block,
     scaled,
+    sdk_client,
     snapshot_id,
     timed,
     watched,
@@ -50,13 +51,8 @@ PLAKAR_GOAL = 0.8
 
 def sdk_container(az: Azurite, name: str, endpoint: str | None = None) -> ContainerClient:
     """A client set up like the connector's: same range size, same per-blob concurrency."""
-    cs = az.connection_string
-    if endpoint:
-        cs = cs.replace(az.endpoint, endpoint)
-    return BlobServiceClient.from_connection_string(
-        cs, max_single_get_size=BLOCK, max_chunk_get_size=BLOCK,
-        max_single_put_size=LARGE_SIZE + 1,
-    ).get_container_client(name)
+    return sdk_client(az, name, endpoint, max_single_get_size=BLOCK, max_chunk_get_size=BLOCK,
+                      max_single_put_size=LARGE_SIZE + 1)
 
 
 def sdk_download_all(container: ContainerClient, concurrency: int) -> tuple[int, int]:

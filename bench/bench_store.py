@@ -15,7 +15,7 @@ import statistics
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.blob import ContainerClient
 from azurite import Azurite, start_azurite
 from common import (
     BenchPlakar,
@@ -26,6 +26,7 @@ from common import (
     random_block,
     remove_tree,
     scaled,
+    sdk_client,
     snapshot_id,
     watched,
     write_file,
@@ -44,15 +45,10 @@ PLAKAR_GOAL = 0.8
 PLUGIN_GOAL = 0.9
 
 
-def sdk_client(az: Azurite, container: str, endpoint: str | None = None) -> ContainerClient:
+def sdk_store_client(az: Azurite, container: str) -> ContainerClient:
     """Set up like the connector: 4 MiB blocks and single puts, 4 MiB first get."""
-    cs = az.connection_string
-    if endpoint:
-        cs = cs.replace(az.endpoint, endpoint)
-    return BlobServiceClient.from_connection_string(
-        cs, max_single_put_size=BLOCK, max_block_size=BLOCK,
-        max_single_get_size=BLOCK, max_chunk_get_size=BLOCK,
-    ).get_container_client(container)
+    return sdk_client(az, container, max_single_put_size=BLOCK, max_block_size=BLOCK,
+                      max_single_get_size=BLOCK, max_chunk_get_size=BLOCK)
 
 
 def make_dir(root: Path, total: int, file_size: int = FILE_SIZE) -> list[tuple[str, int]]:
@@ -156,7 +152,7 @@ def _run(b: StoreBench) -> None:
                      note=f"exporter peak RSS {mem.peak('exporter') / MiB:.0f} MiB")
 
     # -- 5. the storage connector alone: Put and Get of the packfiles plakar wrote --
-    kstore = sdk_client(b.az, "kstore")
+    kstore = sdk_store_client(b.az, "kstore")
     packs = [(p.name, p.size) for p in kstore.list_blobs(name_starts_with="packfiles/")]
     pack_bytes = sum(size for _, size in packs)
     pack_label = f"{len(packs)} packfiles, {human(pack_bytes)}"
@@ -181,7 +177,7 @@ def azurite_put_block(b: StoreBench, chunks: list[bytes]) -> None:
 
     from common import CpuMeter
 
-    blob = sdk_client(b.az, "stagebench")
+    blob = sdk_store_client(b.az, "stagebench")
     blob.create_container()
     client = blob.get_blob_client("blocks")
     block = b"".join(chunks[:4])
@@ -207,7 +203,7 @@ def store_alone(b: StoreBench, packs: list[tuple[str, int]], pack_bytes: int, la
         client = StoreClient(plugin.channel, {"location": "azblob://putbench",
                                               "connection_string": b.cs()})
         client.stub.Create(client.pb.CreateRequest(config=b"bench"), timeout=60)
-        sdk = sdk_client(b.az, "sdkbench")
+        sdk = sdk_store_client(b.az, "sdkbench")
         sdk.create_container()
         joined = b"".join(chunks)
         bodies: dict[int, bytes] = {}
@@ -265,7 +261,7 @@ def store_alone(b: StoreBench, packs: list[tuple[str, int]], pack_bytes: int, la
 
 def exporter_alone(b: StoreBench, files: list[tuple[str, int]], total: int, label: str,
                    chunks: list[bytes]) -> None:
-    sdk = sdk_client(b.az, "exportsdk")
+    sdk = sdk_store_client(b.az, "exportsdk")
     sdk.create_container()
     paths = [("/" + rel, size) for rel, size in files]
     joined = b"".join(chunks)

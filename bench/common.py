@@ -41,6 +41,17 @@ DEFAULT_SCALE = 0.25
 SCALE = float(os.environ.get("BENCH_SCALE", DEFAULT_SCALE))
 
 
+def sdk_client(az: Azurite, container: str, endpoint: str | None = None,
+               **sizes: int) -> ContainerClient:
+    """The Azure SDK alone (the references' client) on ``container`` of ``az``, through
+    ``endpoint`` (a proxy) if given; ``sizes`` (max_single_get_size, max_block_size...)
+    set its transfers like those of the connector it is compared with."""
+    cs = az.connection_string
+    if endpoint:
+        cs = cs.replace(az.endpoint, endpoint)
+    return BlobServiceClient.from_connection_string(cs, **sizes).get_container_client(container)
+
+
 def scaled(full: int, minimum: int = 1) -> int:
     return max(minimum, int(full * SCALE))
 
