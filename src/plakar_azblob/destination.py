@@ -45,7 +45,7 @@ from . import paths
 from .blocks import upload_in_blocks
 from .client import account_url, container_client
 from .config import AzureConfig, parse_config, sas_permissions
-from .errors import TokenError, translate
+from .errors import TokenError, error_code, translate
 from .restore_attributes import AttributeRestorer
 
 log = logging.getLogger(__name__)
@@ -89,9 +89,7 @@ class AzureExporter(Exporter):
         except TokenError as exc:
             raise self._error(exc, f"cannot restore to {self._cfg.location}") from None
         except HttpResponseError as exc:
-            raw = getattr(exc, "error_code", None) or ""
-            code = str(getattr(raw, "value", raw))
-            if exc.status_code == 404 or code in _PROBE_NOT_FATAL:
+            if exc.status_code == 404 or error_code(exc) in _PROBE_NOT_FATAL:
                 return
             raise self._error(exc, f"cannot restore to {self._cfg.location}") from None
         except AzureError as exc:

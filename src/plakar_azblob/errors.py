@@ -177,9 +177,14 @@ def _credential_reason(exc: HttpResponseError, code: str) -> str | None:
     return None
 
 
-def _http_reason(exc: HttpResponseError) -> str:
+def error_code(exc: HttpResponseError) -> str:
+    """The service's error code (``ContainerNotFound``...), or "" when it gave none."""
     raw = getattr(exc, "error_code", None) or ""
-    code = str(getattr(raw, "value", raw))  # a StorageErrorCode enum or a plain string
+    return str(getattr(raw, "value", raw))  # a StorageErrorCode enum or a plain string
+
+
+def _http_reason(exc: HttpResponseError) -> str:
+    code = error_code(exc)
     status = exc.status_code
     reason = _credential_reason(exc, code) if status in (401, 403) else None
     if reason is None:
