@@ -18,7 +18,7 @@ from .content import chunk_messages
 from .errors import ConnectorError, NotFoundError
 from .importer import Importer
 from .options import Options
-from .records import Opener
+from .records import Opener, open_key
 
 log = logging.getLogger("kloset_sdk")
 
@@ -34,11 +34,8 @@ def options_from_proto(msg: Any) -> Options:
 
 
 def _key(rec: Any) -> str:
-    """The key of a record as plakar sends it (see Record.key)."""
-    if rec.isXattr:
-        sep = "@" if rec.xattrType == 1 else ":"
-        return f"xattr:{rec.pathname}{sep}{rec.xattrName}"
-    return str(rec.pathname)
+    """The open key of a record as plakar sends it, without converting the whole record."""
+    return open_key(rec.pathname, rec.isXattr, rec.xattrName, rec.xattrType)
 
 
 class ImporterService(Service[Importer], pb_grpc.ImporterServicer):

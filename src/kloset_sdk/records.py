@@ -34,6 +34,15 @@ class XattrType(enum.IntEnum):
     ADS = 1
 
 
+
+def open_key(pathname: str, is_xattr: bool, xattr_name: str, xattr_type: int) -> str:
+    """The key plakar opens a record's content by: its path, or for an extended
+    attribute ``xattr:PATH:NAME`` (``@`` instead of ``:`` for an ADS)."""
+    if is_xattr:
+        sep = "@" if xattr_type == XattrType.ADS else ":"
+        return f"xattr:{pathname}{sep}{xattr_name}"
+    return pathname
+
 @dataclass(frozen=True)
 class FileInfo:
     name: str
@@ -86,10 +95,7 @@ class Record:
     @property
     def key(self) -> str:
         """The key plakar uses to open this record's content."""
-        if self.is_xattr:
-            sep = "@" if self.xattr_type == XattrType.ADS else ":"
-            return f"xattr:{self.pathname}{sep}{self.xattr_name}"
-        return self.pathname
+        return open_key(self.pathname, self.is_xattr, self.xattr_name, self.xattr_type)
 
     @classmethod
     def file(

@@ -110,8 +110,8 @@ def serve(kind: str, factory: Callable[..., Any]) -> None:
     soon as plakar closes stdin.
     """
     setup_logging()
-    server, _ = build_server(kind, factory)
-    threshold = STORE_MMAP_THRESHOLD if kind in ("storage", "store") else MMAP_THRESHOLD
+    server, service = build_server(kind, factory)
+    threshold = STORE_MMAP_THRESHOLD if isinstance(service, StoreService) else MMAP_THRESHOLD
     code = 0
     try:
         serve_stdio(server, mmap_threshold=threshold)
