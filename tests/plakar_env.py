@@ -40,18 +40,24 @@ def snapshot_id(proc: subprocess.CompletedProcess[str]) -> str:
     return str(found[-1])
 
 
-def _processes_mentioning(text: str) -> list[int]:
-    """PIDs whose command line mentions ``text`` (our private folders)."""
+def _processes_of(folder: Path, home: Path) -> list[int]:
+    """PIDs whose command line mentions ``folder`` or whose environment has HOME=``home``.
+
+    The environment finds what plakar started whatever its command line (a
+    development package's plugins run from the venv, not the package folder).
+    """
     found = []
+    marker = f"HOME={home}".encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            if str(folder).encode() in cmdline \
+                    or marker in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
         except OSError:
             continue
-        if text.encode() in cmdline:
-            found.append(int(entry.name))
     return found
 
 
@@ -95,7 +101,8 @@ class PlakarEnv:
         return found[0]
 
     def plugin_processes(self) -> list[int]:
-        return _processes_mentioning(str(self.cache))
+        """plakar's processes left running: its cache daemon and plugins."""
+        return _processes_of(self.cache, self.home)
 
     def stop(self) -> None:
         """End the cache daemon and check that no plugin process outlives it."""

@@ -363,19 +363,15 @@ def test_download_cut_in_the_middle(
 def our_plugins(env: PlakarEnv) -> dict[int, tuple[int, str]]:
     """azblob plugin processes started by ``env``'s plakar: pid -> (parent pid, start time)."""
     found = {}
-    marker = f"HOME={env.home}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid in env.plugin_processes():
+        entry = Path(f"/proc/{pid}")
         try:
             if b"plakar-azblob" not in (entry / "cmdline").read_bytes():
-                continue
-            if marker not in (entry / "environ").read_bytes().split(b"\0"):
                 continue
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        found[int(entry.name)] = (int(fields[1]), fields[19])
+        found[pid] = (int(fields[1]), fields[19])
     return found
 
 
