@@ -56,6 +56,7 @@ SCHEMAS = ROOT / "src" / "plakar_azblob" / "schemas"
 EXECUTABLE = "plakar-azblob"
 LAUNCHER = PLUGIN / EXECUTABLE
 ARCHIVE = PLUGIN / "runtime.tar"
+ROLES = ("importer", "exporter", "storage")
 DEFAULT_EPOCH = 315532800  # 1980-01-01T00:00:00Z
 
 # Loaded only when a connector needs it (Microsoft Entra ID), so PyInstaller
