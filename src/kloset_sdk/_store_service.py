@@ -86,7 +86,7 @@ class StoreService(Service[Store], pb_grpc.StoreServicer):
                 raise ConnectorError("Put received no object header")
             resource, mac = _resource(first.type), _mac(first.mac)
             # The object's bytes are pulled from the stream as the store reads them.
-            content = IncomingContent(source=_chunks(first, request_iterator))
+            content = IncomingContent(source=_chunks(first, request_iterator, context))
             written = self._get().put(resource, mac, content, StoreFlag(first.flags))
             content.drain()
         except Exception as exc:
@@ -181,7 +181,28 @@ def _read_ahead(chunks: Iterator[bytes], depth: int) -> Iterator[bytes]:
         stop.set()
 
 
-def _chunks(first: pb.PutRequest, rest: Iterator[pb.PutRequest]) -> Iterator[bytes]:
+def _chunks(first: pb.PutRequest, rest: Iterator[pb.PutRequest],
+            context: Any) -> Iterator[bytes]:
     yield first.chunk  # plakar sends none here, but the protocol does not forbid it
     for request in rest:
         yield request.chunk
+    if _went_away(context):
+        raise ConnectorError("plakar cancelled the Put before the end of the object")
+
+
+# How long the end of a Put's stream waits to learn whether plakar cancelled it.
+END_GRACE = 0.02
+
+
+def _went_away(context: Any) -> bool:
+    """Whether the stream just ended because plakar cancelled the call.
+
+    grpcio ends a request iterator the same way when the client closes its
+    side and when it goes away; the cancellation is processed just after, by
+    the server's polling thread. A Put has no in-band end marker, so without
+    this wait a cancelled Put would store a truncated object as complete.
+    """
+    ended = threading.Event()
+    if not context.add_callback(ended.set):
+        return True  # the call has already terminated
+    return ended.wait(END_GRACE) or not context.is_active()
