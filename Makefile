@@ -71,8 +71,9 @@ test: tools
 	$(PY) -m pytest
 
 # Benchmarks against a private Azurite (BENCH_SCALE scales the data, default 0.25):
-# bench/results/latest.md and latest.json.
-bench: tools
+# bench/results/latest.md and latest.json. `build` first: section 9 times the
+# packaged connectors' cold start.
+bench: tools build
 	$(PY) bench/run.py
 
 lint: venv
