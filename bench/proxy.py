@@ -18,6 +18,8 @@ import time
 from collections import Counter
 from urllib.parse import urlsplit
 
+from loopback_proxy import LoopbackProxy
+
 BUFFER = 256 * 1024
 
 
@@ -34,24 +36,11 @@ def request_kind(method: str, target: str) -> str:
     return "other"
 
 
-class CountingProxy:
+class CountingProxy(LoopbackProxy):
     def __init__(self, upstream_port: int, delay: float = 0.0) -> None:
-        self.upstream = ("127.0.0.1", upstream_port)
-        self.delay = delay
         self.requests: Counter[str] = Counter()
         self.response_bytes: Counter[str] = Counter()
-        self._lock = threading.Lock()
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(256)
-        self.port = int(self._listener.getsockname()[1])
-        self._closed = False
-        self._conns: set[socket.socket] = set()
-        threading.Thread(target=self._accept, daemon=True, name="proxy-accept").start()
-
-    def endpoint(self, account: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{account}"
+        super().__init__(upstream_port, delay=delay, name="proxy")
 
     def reset(self) -> None:
         with self._lock:
@@ -62,23 +51,6 @@ class CountingProxy:
         with self._lock:
             return {"requests": dict(self.requests), "response_bytes": dict(self.response_bytes)}
 
-    def close(self) -> None:
-        self._closed = True
-        with contextlib.suppress(OSError):
-            self._listener.close()
-        for conn in list(self._conns):
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True,
-                             name="proxy-conn").start()
-
     def _serve(self, client: socket.socket) -> None:
         try:
             upstream = socket.create_connection(self.upstream)
@@ -86,8 +58,7 @@ class CountingProxy:
             client.close()
             return
         for s in (client, upstream):
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._conns.add(s)
+            self._track(s)
         current = ["other"]  # kind of the request whose response is flowing back
         back = threading.Thread(target=self._responses, args=(upstream, client, current),
                                 daemon=True, name="proxy-back")
@@ -101,7 +72,7 @@ class CountingProxy:
                 upstream.shutdown(socket.SHUT_WR)
             back.join()
             for s in (client, upstream):
-                self._conns.discard(s)
+                self._untrack(s)
                 s.close()
 
     def _requests(self, client: socket.socket, upstream: socket.socket,

@@ -23,13 +23,14 @@ from __future__ import annotations
 import contextlib
 import random
 import socket
-import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from io import BufferedReader
 from urllib.parse import unquote, urlsplit
+
+from loopback_proxy import LoopbackProxy
 
 BUFFER = 256 * 1024
 MAX_LINE = 64 * 1024
@@ -101,15 +102,13 @@ def _copy_chunked(rfile: BufferedReader, sink: Callable[[bytes], None]) -> None:
         _copy_exact(rfile, size + 2, sink)
 
 
-class FaultProxy:
+class FaultProxy(LoopbackProxy):
     """Forward ``127.0.0.1:port`` to ``127.0.0.1:upstream_port``, injecting faults."""
 
     def __init__(self, upstream_port: int, *, seed: int = 0, fault_rate: float = 0.0,
                  statuses: tuple[int, ...] = (500, 503, 429), retry_after: int = 1,
                  cut_blob: str | None = None, cut_after: int = 0,
                  cut_times: int | None = 1, delay: float = 0.0) -> None:
-        self.upstream = ("127.0.0.1", upstream_port)
-        self.delay = delay
         self.fault_rate = fault_rate
         self.statuses = statuses
         self.retry_after = retry_after
@@ -121,21 +120,9 @@ class FaultProxy:
         self.cuts = 0
         self.cut_requests: list[str] = []  # the Range header of each cut request
         self._rng = random.Random(seed)
-        self._lock = threading.Lock()
-        self._conns: set[socket.socket] = set()
-        self._threads: list[threading.Thread] = []
-        self._closed = False
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(256)
-        self.port = int(self._listener.getsockname()[1])
-        self._start(self._accept, "fault-proxy-accept")
+        super().__init__(upstream_port, delay=delay, name="fault-proxy")
 
     # -- public --
-
-    def endpoint(self, account: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{account}"
 
     @property
     def injected(self) -> int:
@@ -146,44 +133,7 @@ class FaultProxy:
         with self._lock:
             self.fault_rate = rate
 
-    def close(self) -> None:
-        self._closed = True
-        with contextlib.suppress(OSError):
-            self._listener.close()
-        with self._lock:
-            conns = list(self._conns)
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        for thread in list(self._threads):
-            thread.join(timeout=5)
-
-    def __enter__(self) -> FaultProxy:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # -- internals --
-
-    def _start(self, target: Callable[..., None], name: str, *args: object) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True, name=name)
-        self._threads = [t for t in self._threads if t.is_alive()]
-        self._threads.append(thread)
-        thread.start()
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            self._start(self._serve, "fault-proxy-conn", client)
-
-    def _track(self, sock: socket.socket) -> None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with self._lock:
-            self._conns.add(sock)
 
     def _serve(self, client: socket.socket) -> None:
         self._track(client)
@@ -221,8 +171,7 @@ class FaultProxy:
         finally:
             for sock in (client, upstream):
                 if sock is not None:
-                    with self._lock:
-                        self._conns.discard(sock)
+                    self._untrack(sock)
                     with contextlib.suppress(OSError):
                         sock.shutdown(socket.SHUT_RDWR)
                     sock.close()
