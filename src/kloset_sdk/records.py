@@ -34,7 +34,6 @@ class XattrType(enum.IntEnum):
     ADS = 1
 
 
-
 def open_key(pathname: str, is_xattr: bool, xattr_name: str, xattr_type: int) -> str:
     """The key plakar opens a record's content by: its path, or for an extended
     attribute ``xattr:PATH:NAME`` (``@`` instead of ``:`` for an ADS)."""
@@ -42,6 +41,7 @@ def open_key(pathname: str, is_xattr: bool, xattr_name: str, xattr_type: int) ->
         sep = "@" if xattr_type == XattrType.ADS else ":"
         return f"xattr:{pathname}{sep}{xattr_name}"
     return pathname
+
 
 @dataclass(frozen=True)
 class FileInfo:

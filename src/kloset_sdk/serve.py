@@ -32,6 +32,13 @@ _CHANNEL_OPTIONS = [
 ]
 
 KINDS = ("importer", "exporter", "storage")
+# kind -> (servicer class, generated function registering it on a server).
+_SERVICES: dict[str, tuple[Callable[[Any], Any], Callable[[Any, Any], None]]] = {
+    "importer": (ImporterService, importer_pb2_grpc.add_ImporterServicer_to_server),
+    "exporter": (ExporterService, exporter_pb2_grpc.add_ExporterServicer_to_server),
+    "storage": (StoreService, store_pb2_grpc.add_StoreServicer_to_server),
+}
+_SERVICES["store"] = _SERVICES["storage"]  # plakar's other name for the role
 # Streams of content served by a method yielding messages already encoded
 # (content.chunk_messages) instead of the generated one: service -> {method: attribute}.
 _ENCODED_RESPONSES = {"importer.Importer": {"Open": "open_encoded"},
@@ -81,21 +88,12 @@ def build_server(kind: str, factory: Callable[..., Any]) -> tuple[grpc.Server, A
     """A gRPC server with the servicer of ``kind`` (importer, exporter or storage)."""
     server = grpc.server(ThreadPoolExecutor(MAX_WORKERS, thread_name_prefix="rpc"),
                          options=_CHANNEL_OPTIONS)
-    service: Any
-    if kind == "importer":
-        service = ImporterService(factory)
-        registrar = _Registrar(server, service)
-        importer_pb2_grpc.add_ImporterServicer_to_server(service, registrar)  # type: ignore[no-untyped-call]
-    elif kind == "exporter":
-        service = ExporterService(factory)
-        registrar = _Registrar(server, service)
-        exporter_pb2_grpc.add_ExporterServicer_to_server(service, registrar)  # type: ignore[no-untyped-call]
-    elif kind in ("storage", "store"):
-        service = StoreService(factory)
-        registrar = _Registrar(server, service)
-        store_pb2_grpc.add_StoreServicer_to_server(service, registrar)  # type: ignore[no-untyped-call]
-    else:
+    if kind not in _SERVICES:
         raise ValueError(f"unknown connector kind {kind!r} (expected one of {', '.join(KINDS)})")
+    service_class, add_to_server = _SERVICES[kind]
+    service = service_class(factory)
+    registrar = _Registrar(server, service)
+    add_to_server(service, registrar)
     if not registrar.registered:
         raise RuntimeError("the generated gRPC code registered no method handlers")
     return server, service
