@@ -28,6 +28,7 @@ from kloset_sdk import (
     Record,
     iter_chunks,
 )
+from plakar_azblob.attributes import default_content_type
 from plakar_azblob.destination import AzureExporter
 from plakar_azblob.source import AzureImporter
 
@@ -279,6 +280,12 @@ def test_backup_then_restore_keeps_bytes_and_properties(azurite: Azurite) -> Non
         source.upload_blob(name, data, metadata={"origin": name.replace("/", "_")},
                            content_settings=ContentSettings(content_type="app/" + name[-3:],
                                                             cache_control="private"))
+    # Typical blobs: their type is the default of their name, no metadata. They
+    # carry no attribute at all, and come back the same.
+    plain = {"x/doc.txt": b"plain text", "x/big.bin": os.urandom(5 * MiB)}
+    for name, data in plain.items():
+        source.upload_blob(name, data, content_settings=ContentSettings(
+            content_type=default_content_type(name)))
     importer = AzureImporter("azblob", {"location": f"azblob://{source.container_name}/x",
                                         "connection_string": azurite.connection_string},
                              Options())
@@ -295,10 +302,19 @@ def test_backup_then_restore_keeps_bytes_and_properties(azurite: Azurite) -> Non
         content = feeding(_read(record)) if record.has_reader else None
         exporter.export(replace(record, pathname=relative), content)
     exporter.close()
-    assert target.blobs() == {"copy/" + n.removeprefix("x/"): d for n, d in blobs.items()}
-    for name in blobs:
+    assert not [r for r in records if r.is_xattr and r.pathname in ("/x/doc.txt", "/x/big.bin")]
+    everything = {**blobs, **plain}
+    assert target.blobs() == {"copy/" + n.removeprefix("x/"): d for n, d in everything.items()}
+    for name, data in everything.items():
         props = target.container.get_blob_client("copy/" + name.removeprefix("x/")) \
             .get_blob_properties()
+        # The MD5 of the bytes, whether they were sent in one request or in blocks.
+        md5 = props.content_settings.content_md5
+        assert md5 is not None and bytes(md5) == hashlib.md5(data).digest(), name
+        if name in plain:
+            assert props.metadata == {}
+            assert props.content_settings.content_type == default_content_type(name)
+            continue
         assert props.metadata == {"origin": name.replace("/", "_")}
         assert props.content_settings.content_type == "app/" + name[-3:]
         assert props.content_settings.cache_control == "private"

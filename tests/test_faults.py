@@ -41,6 +41,7 @@ from fault_proxy import FaultProxy
 from plakar_env import PlakarEnv, output, snapshot_id
 from tree_compare import make_sample_tree, snapshot
 
+from plakar_azblob.attributes import default_content_type as content_type
 from plakar_azblob.client import (
     INITIAL_BACKOFF,
     MAX_BACKOFF,
@@ -50,7 +51,6 @@ from plakar_azblob.client import (
     retry_after,
 )
 from plakar_azblob.config import parse_config
-from plakar_azblob.destination import content_type
 
 pytestmark = [pytest.mark.faults, pytest.mark.plakar, pytest.mark.azurite]
 

@@ -4,12 +4,12 @@ A backed-up blob carries these extended attributes, each present only when
 the blob has a non-empty value for it; their values are UTF-8 text:
 
 ==============================  =========================================
-``azure.content-type``          Content-Type
+``azure.content-type``          Content-Type, unless it is the one its
+                                name gives (see below)
 ``azure.content-encoding``      Content-Encoding
 ``azure.content-language``      Content-Language
 ``azure.content-disposition``   Content-Disposition
 ``azure.cache-control``         Cache-Control
-``azure.content-md5``           Content-MD5, base64 as Azure shows it
 ``azure.access-tier``           access tier (Hot, Cool, Cold, Archive),
                                 only when set on the blob, not inferred
                                 from the account's default
@@ -24,14 +24,24 @@ the content settings, metadata and access tier are set back on the blob;
 block blob), and attributes of other names are ignored.
 
 Each attribute costs plakar one Open round trip on every backup (kloset 1.1
-re-reads them all, even of unchanged files), so values that say nothing
-are left out: empty ones, and the blob type of block blobs.
+re-reads them all, even of unchanged files), so an attribute is sent only
+when a restore could not get its value otherwise. Left out: empty values;
+the blob type of block blobs; a Content-Type equal to
+:func:`default_content_type` of the blob's name (what the destination
+sets on a blob restored without that attribute: ``application/octet-stream``,
+the service's own default, for names it does not know); and Content-MD5,
+which the destination computes from the bytes it uploads and sets on every
+blob it writes. A typical blob thus has no attribute at all.
+``azure.content-md5`` is still honoured on restore (snapshots of earlier
+versions carry it).
 """
 
 from __future__ import annotations
 
 import base64
 import enum
+import functools
+import mimetypes
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -54,19 +64,45 @@ HEADERS = {
     "azure.cache-control": "cache_control",
 }
 
+# Content-Type of files compressed as a whole (``x.tar.gz`` is gzip data).
+_COMPRESSED = {"gzip": "application/gzip", "bzip2": "application/x-bzip2",
+               "xz": "application/x-xz", "br": "application/x-brotli"}
+SERVICE_DEFAULT_TYPE = "application/octet-stream"
+
 # The most a single attribute value may weigh (Azure caps all of a blob's
 # metadata at 8 KiB).
 MAX_VALUE_SIZE = 64 * 1024
 
 
+@functools.lru_cache(maxsize=1)
+def _types() -> mimetypes.MimeTypes:
+    # Python's built-in table only: the system's mime.types files differ
+    # from machine to machine, and the source and the destination of one
+    # blob must agree on its default.
+    return mimetypes.MimeTypes()
+
+
+def default_content_type(name: str) -> str:
+    """The Content-Type a blob restored as ``name`` gets when no attribute sets one.
+
+    Guessed from the name's extension, strict IANA types only, so that it
+    is the same wherever the package runs; the service default
+    (``application/octet-stream``) for names with no known type.
+    """
+    guessed, encoding = _types().guess_type(name, strict=True)
+    if encoding is not None:
+        return _COMPRESSED.get(encoding, SERVICE_DEFAULT_TYPE)
+    return guessed or SERVICE_DEFAULT_TYPE
+
+
 def of_blob(blob: BlobProperties) -> dict[str, str]:
-    """The extended attributes of a listed blob, name -> value."""
+    """The extended attributes of a listed blob, name -> value (see the module docstring)."""
     attrs: dict[str, str] = {}
     settings = blob.content_settings
     for name, attr in HEADERS.items():
         attrs[name] = getattr(settings, attr, None) or ""
-    md5 = settings.content_md5
-    attrs[CONTENT_MD5] = base64.b64encode(bytes(md5)).decode() if md5 else ""
+    if attrs[CONTENT_TYPE] == default_content_type(blob.name):
+        attrs[CONTENT_TYPE] = ""
     attrs[ACCESS_TIER] = "" if blob.blob_tier_inferred else _text(blob.blob_tier)
     blob_type = _text(blob.blob_type)
     attrs[BLOB_TYPE] = "" if blob_type == BLOCK_BLOB else blob_type

@@ -9,12 +9,13 @@ that fits in a single block is sent in one request instead.
 from __future__ import annotations
 
 import base64
+import hashlib
 import secrets
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
-from azure.storage.blob import BlobBlock, BlobClient
+from azure.storage.blob import BlobBlock, BlobClient, ContentSettings
 
 # Azure's limits for a block blob.
 MAX_BLOCKS = 50_000
@@ -56,6 +57,7 @@ def upload_in_blocks(
     *,
     size_hint: int | None = None,
     buffers: Slots | None = None,
+    content_md5: bool = False,
     **kwargs: Any,
 ) -> int:
     """Write everything ``reader`` yields to ``blob``; return the byte count.
@@ -69,6 +71,9 @@ def upload_in_blocks(
     when known, lets huge content grow the block size to fit. ``buffers``,
     shared by concurrent uploads, caps the blocks they hold in memory together:
     one slot is taken before each block is read and given back once it is sent.
+    With ``content_md5`` the blob gets the MD5 of its content as Content-MD5
+    (the service computes it itself for content sent in one request; staged
+    blocks are hashed as they are read and the MD5 set at the commit).
     """
     block_size = block_size_for(size_hint, block_size)
     slots: Slots = buffers if buffers is not None else _NoLimit()
@@ -85,13 +90,14 @@ def upload_in_blocks(
     finally:
         if not handed_over:
             slots.release()
+    digest = hashlib.md5() if content_md5 else None
     return _staged(blob, reader, first, carry, block_size, max(1, max_concurrency), kwargs,
-                   slots)
+                   slots, digest)
 
 
 def _staged(
     blob: BlobClient, reader: Reader, first: bytes, carry: bytes, block_size: int,
-    window: int, commit_kwargs: dict[str, Any], slots: Slots,
+    window: int, commit_kwargs: dict[str, Any], slots: Slots, digest: Any = None,
 ) -> int:
     token = secrets.token_hex(8)  # so that a concurrent upload's blocks never mix with ours
     ids: list[str] = []
@@ -106,6 +112,8 @@ def _staged(
                                  f"of {block_size} bytes")
             block_id = base64.b64encode(f"{token}-{len(ids):06d}".encode()).decode()
             ids.append(block_id)
+            if digest is not None:
+                digest.update(data)
             if len(in_flight) >= window:
                 in_flight.popleft().result()
             future = pool.submit(blob.stage_block, block_id, data, length=len(data))
@@ -128,5 +136,9 @@ def _staged(
         # Queued blocks are dropped; running ones are waited for, so that a
         # failed upload returns only once it holds no buffer and no thread.
         pool.shutdown(wait=True, cancel_futures=True)
+    if digest is not None:
+        settings = commit_kwargs.get("content_settings") or ContentSettings()
+        settings.content_md5 = bytearray(digest.digest())
+        commit_kwargs = {**commit_kwargs, "content_settings": settings}
     blob.commit_block_list([BlobBlock(block_id=i) for i in ids], **commit_kwargs)
     return total

@@ -2,7 +2,9 @@
 
 The restored file ``/dir/file`` becomes blob ``PREFIX/dir/file``, written
 in blocks and committed at the end, so no partial blob is ever visible; its
-Content-Type is guessed from its name. Directories and symlinks write
+Content-Type is the default of its name (see
+:func:`plakar_azblob.attributes.default_content_type`) and its Content-MD5
+the MD5 of its bytes. Directories and symlinks write
 nothing (blob storage has no such things). Extended attributes named as in
 :mod:`plakar_azblob.attributes` (sent by plakar builds on kloset >= 1.2,
 after all the files) set the blobs' properties, metadata and tier back
@@ -19,7 +21,6 @@ clear line and a non-zero status, instead of one error per file.
 from __future__ import annotations
 
 import logging
-import mimetypes
 import threading
 from collections.abc import Mapping
 
@@ -42,6 +43,7 @@ from kloset_sdk import (
 )
 
 from . import paths
+from .attributes import default_content_type
 from .blocks import upload_in_blocks
 from .client import account_url, container_client
 from .config import AzureConfig, parse_config, sas_permissions
@@ -56,10 +58,6 @@ log = logging.getLogger(__name__)
 _PROBE_NOT_FATAL = frozenset({"ContainerNotFound", "ResourceNotFound",
                               "AuthorizationPermissionMismatch",
                               "AuthorizationResourceTypeMismatch"})
-
-# Content-Type of files compressed as a whole (``x.tar.gz`` is gzip data).
-_COMPRESSED = {"gzip": "application/gzip", "bzip2": "application/x-bzip2",
-               "xz": "application/x-xz", "br": "application/x-brotli"}
 
 
 class AzureExporter(Exporter):
@@ -129,8 +127,9 @@ class AzureExporter(Exporter):
         try:
             upload_in_blocks(blob, content, self._cfg.block_size, self._cfg.max_concurrency,
                              size_hint=size,
-                             content_settings=ContentSettings(content_type=content_type(name)),
-                             standard_blob_tier=self._cfg.tier)
+                             content_settings=ContentSettings(
+                                 content_type=default_content_type(name)),
+                             standard_blob_tier=self._cfg.tier, content_md5=True)
         except AzureError as exc:
             raise self._error(exc, f"cannot write blob {name!r}") from exc
         except ValueError as exc:
@@ -164,11 +163,3 @@ def check_sas_can_write(cfg: AzureConfig) -> None:
             else "sas_token"
         raise ConfigError(f'{source} cannot write blobs (its permissions are "{letters}"): '
                           "a destination needs w (write) or c (create)")
-
-
-def content_type(name: str) -> str:
-    """The Content-Type a blob gets from its name."""
-    guessed, encoding = mimetypes.guess_type(name, strict=False)
-    if encoding is not None:
-        return _COMPRESSED.get(encoding, "application/octet-stream")
-    return guessed or "application/octet-stream"
