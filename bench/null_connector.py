@@ -24,7 +24,7 @@ from kloset_sdk import (
     StoreFlag,
     serve,
 )
-from kloset_sdk.serve import build_server
+from kloset_sdk.server import build_server
 from kloset_sdk.transport import tune_malloc
 
 BLOCK = bytes(range(256)) * (CHUNK_SIZE // 256)

@@ -105,11 +105,15 @@ class PlakarEnv:
         return _processes_of(self.cache, self.home)
 
     def stop(self) -> None:
-        """End the cache daemon and check that no plugin process outlives it."""
+        """End the cache daemon (and the fork server of a package installed here), and
+        check that no plugin process outlives them."""
         for pid in self.plugin_processes():
             try:
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-                if b" cached" in cmd.replace(b"\0", b" ") or cmd.endswith(b"cached\0"):
+                # plakar's cache daemon, and the fork server of an installed
+                # azblob package (it runs from the package's folder).
+                if b" cached" in cmd.replace(b"\0", b" ") or cmd.endswith(b"cached\0") \
+                        or b"\0fork-server\0" in cmd:
                     os.kill(pid, signal.SIGTERM)
             except OSError:
                 pass

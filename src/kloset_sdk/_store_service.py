@@ -103,7 +103,7 @@ class StoreService(Service[Store], pb_grpc.StoreServicer):
             yield pb.GetResponse.FromString(message)
 
     def get_encoded(self, request: pb.GetRequest, context: Any) -> Iterator[bytes]:
-        """Get's responses, encoded: what the server sends (see serve.py)."""
+        """Get's responses, encoded: what the server sends (see server.py)."""
         try:
             rng = None
             if request.HasField("range"):

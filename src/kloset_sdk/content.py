@@ -174,7 +174,7 @@ def chunk_messages(content: Readable, size: int = CHUNK_SIZE) -> Iterator[bytes]
     protobuf would copy them four times (slicing a larger chunk, the message's
     construction, its encoding and the encoding's conversion to bytes), which
     was a sixth of the importer's CPU while reading large blobs. The services
-    register a serializer that passes these bytes through (see serve.py).
+    register a serializer that passes these bytes through (see server.py).
     """
     for piece in _pieces(content, size):
         n = len(piece)

@@ -1,9 +1,24 @@
 """Azure Blob Storage connectors for plakar, built on kloset_sdk."""
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-try:
-    # The version is written once, in pyproject.toml.
-    __version__ = version("plakar-azblob")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
+import functools
+
+
+@functools.cache
+def _version() -> str:
+    # importlib.metadata is slow to import: only the connectors need it, not
+    # the launcher of a forked connector (see __main__).
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        # The version is written once, in pyproject.toml.
+        return version("plakar-azblob")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
+def __getattr__(name: str) -> str:
+    if name == "__version__":
+        return _version()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

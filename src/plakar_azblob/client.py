@@ -84,8 +84,7 @@ def _transport(cfg: AzureConfig) -> RequestsTransport:
     as is; smaller reads cost a join of the pieces and the Python machinery of each
     read (http.client never reads past the Content-Length, so small responses do
     not allocate a whole block)."""
-    # Room for every block in flight plus concurrent small requests from plakar.
-    pool = max(32, 2 * cfg.max_concurrency + 16)
+    pool = pool_size(cfg)
     session = requests.Session()
     # Retries are the Azure pipeline's job; the adapter must not add its own.
     adapter = _PoolAdapter(pool_connections=4, pool_maxsize=pool,
@@ -95,6 +94,12 @@ def _transport(cfg: AzureConfig) -> RequestsTransport:
     return RequestsTransport(session=session, session_owner=True,
                              connection_timeout=CONNECTION_TIMEOUT, read_timeout=READ_TIMEOUT,
                              connection_data_block_size=max(DATA_BLOCK_SIZE, cfg.block_size))
+
+
+def pool_size(cfg: AzureConfig) -> int:
+    """Connections kept per host: room for every block in flight plus concurrent
+    small requests from plakar."""
+    return max(32, 2 * cfg.max_concurrency + 16)
 
 
 def _retryable_status(status: int) -> bool:
@@ -250,3 +255,13 @@ def container_client(cfg: AzureConfig) -> ContainerClient:
                                                       **options)
     return ContainerClient(account_url(cfg), cfg.container, credential=credential(cfg),
                            **options)
+
+
+def preload() -> None:
+    """Import what the Azure SDK and requests import only at their first request
+    (for the fork server: its children then start with it all loaded)."""
+    import importlib
+
+    for name in ("azure.core.rest._requests_basic", "azure.core.rest._http_response_impl",
+                 "encodings.utf_8_sig", "netrc", "shlex"):
+        importlib.import_module(name)

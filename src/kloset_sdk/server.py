@@ -7,9 +7,10 @@ import os
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
+import grpc._server  # imported by grpc.server(): load it with the rest
 
 from ._exporter_service import ExporterService
 from ._importer_service import ImporterService
@@ -99,13 +100,15 @@ def build_server(kind: str, factory: Callable[..., Any]) -> tuple[grpc.Server, A
     return server, service
 
 
-def serve(kind: str, factory: Callable[..., Any]) -> None:
+def serve(kind: str, factory: Callable[..., Any],
+          exit: Callable[[int], NoReturn] = os._exit) -> NoReturn:
     """Serve the connector built by ``factory`` on stdio, then exit the process.
 
     ``kind`` is "importer", "exporter" or "storage"; ``factory`` is called on
     plakar's Init with ``(proto, config, options)`` (``(proto, config)`` for
     a store) and returns the connector. Never returns: the process exits as
-    soon as plakar closes stdin.
+    soon as plakar closes stdin, through ``exit`` (``os._exit``: no clean-up
+    of the threads that may still wait on the network).
     """
     setup_logging()
     server, service = build_server(kind, factory)
@@ -121,4 +124,4 @@ def serve(kind: str, factory: Callable[..., Any]) -> None:
         sys.stderr.flush()
         # Connector threads may still be blocked in network calls: exit now,
         # since plakar waits for this process before it can finish.
-        os._exit(code)
+        exit(code)
