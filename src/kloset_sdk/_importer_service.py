@@ -18,7 +18,8 @@ from .content import chunk_messages
 from .errors import ConnectorError, NotFoundError
 from .importer import Importer
 from .options import Options
-from .records import Opener, open_key
+from .readahead import Openers
+from .records import open_key
 
 log = logging.getLogger("kloset_sdk")
 
@@ -43,13 +44,14 @@ class ImporterService(Service[Importer], pb_grpc.ImporterServicer):
         super().__init__()
         self._factory = factory
         # Openers of records plakar has neither opened nor acknowledged yet.
-        self._openers: dict[str, Opener] = {}
-        self._lock = threading.Lock()
+        self._openers = Openers()
 
     def Init(self, request: pb.InitRequest, context: Any) -> pb.InitResponse:
         options = options_from_proto(request.options)
         imp = self._init(context, lambda: self._factory(request.proto, dict(request.config),
                                                         options))
+        self._openers.clear()
+        self._openers = Openers(imp.read_ahead)
         return pb.InitResponse(**identity(imp))
 
     def Ping(self, request: pb.PingRequest, context: Any) -> pb.PingResponse:
@@ -68,8 +70,9 @@ class ImporterService(Service[Importer], pb_grpc.ImporterServicer):
         try:
             for record in imp.scan():
                 if record.opener is not None and not record.error:
-                    with self._lock:
-                        self._openers[record.key] = record.opener
+                    info = record.file_info
+                    size = info.size if info is not None and not record.is_xattr else None
+                    self._openers.add(record.key, size, record.opener)
                 yield pb.ImportResponse(record=record_to_proto(record))
         except Exception as exc:
             abort(context, exc, "Import")
@@ -83,9 +86,7 @@ class ImporterService(Service[Importer], pb_grpc.ImporterServicer):
         notify = type(imp).acknowledge is not Importer.acknowledge
         try:
             for request in requests:
-                key = _key(request.result.header)
-                with self._lock:
-                    self._openers.pop(key, None)
+                self._openers.acknowledged(_key(request.result.header))
                 if notify:
                     imp.acknowledge(result_from_proto(request.result))
         except grpc.RpcError:
@@ -98,10 +99,9 @@ class ImporterService(Service[Importer], pb_grpc.ImporterServicer):
             yield pb.OpenResponse.FromString(message)
 
     def open_encoded(self, request: pb.OpenRequest, context: Any) -> Iterator[bytes]:
-        """Open's responses, encoded: what the server sends (see serve.py)."""
+        """Open's responses, encoded: what the server sends (see server.py)."""
         key = _key(request.record)
-        with self._lock:
-            opener = self._openers.get(key)
+        opener = self._openers.open(key)
         if opener is None:
             abort(context, NotFoundError(f"{key}: does not exist"), "Open")
         try:
@@ -113,7 +113,8 @@ class ImporterService(Service[Importer], pb_grpc.ImporterServicer):
             abort(context, exc, "Open")
 
     def Close(self, request: pb.CloseRequest, context: Any) -> pb.CloseResponse:
-        with self._lock:
-            self._openers.clear()
+        log.debug("closing: %d records opened, %d read ahead", self._openers.opened,
+                  self._openers.read_ahead)
+        self._openers.clear()
         self._close(context)
         return pb.CloseResponse()

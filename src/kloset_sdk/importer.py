@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping
 
 from .connector import Connector
 from .options import Options
+from .readahead import ReadAheadSettings
 from .records import Record, Result
 
 
@@ -16,7 +17,16 @@ class Importer(Connector, ABC):
     Subclasses are built by plakar's ``Init`` with ``(proto, config,
     options)`` and set ``origin``, ``type`` and ``root`` (shown by ``plakar
     ls``). A bad configuration raises :class:`~kloset_sdk.ConfigError`.
+
+    ``read_ahead``: with a ``max_size``, the content of file records up to
+    that size may be read (their opener called, from another thread) before
+    plakar opens them, while plakar is opening records one after the other
+    (see :mod:`kloset_sdk.readahead`). For sources where each read costs a
+    round trip; openers must then be safe to call from any thread, and more
+    than once.
     """
+
+    read_ahead: ReadAheadSettings = ReadAheadSettings()
 
     def __init__(self, proto: str, config: Mapping[str, str], options: Options) -> None:
         self.proto = proto
