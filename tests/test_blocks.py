@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import uuid
+from functools import partial
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettin
 from azurite import Azurite
 
 from plakar_azblob.blocks import MAX_BLOCKS, block_size_for, upload_in_blocks
-from plakar_azblob.ranges import read_ranges
+from plakar_azblob.ranges import read_range, read_ranges
 
 MiB = 1024 * 1024
 
@@ -93,7 +94,8 @@ def test_ranges_in_order_with_a_window(container: ContainerClient) -> None:
     blob = container.get_blob_client("ranges")
     blob.upload_blob(data)
     etag = blob.get_blob_properties().etag
-    chunks = list(read_ranges(blob, etag, len(data), range_size=2 * MiB, max_concurrency=3))
+    fetch = partial(read_range, blob, etag)
+    chunks = list(read_ranges(fetch, len(data), range_size=2 * MiB, max_concurrency=3))
     assert b"".join(chunks) == data
     assert [len(c) for c in chunks] == [2 * MiB] * 4 + [MiB + 7]
 
@@ -102,10 +104,11 @@ def test_ranges_fail_when_the_blob_changes(container: ContainerClient) -> None:
     blob = container.get_blob_client("changing")
     blob.upload_blob(b"x" * 3 * MiB)
     etag = blob.get_blob_properties().etag
-    chunks = read_ranges(blob, etag, 3 * MiB, range_size=MiB, max_concurrency=1)
+    fetch = partial(read_range, blob, etag)
+    chunks = read_ranges(fetch, 3 * MiB, range_size=MiB, max_concurrency=1)
     assert next(chunks) == b"x" * MiB
     blob.upload_blob(b"y" * 3 * MiB, overwrite=True)
     with pytest.raises(ResourceModifiedError):
         list(chunks)
     with pytest.raises(ResourceModifiedError):
-        read_ranges(blob, etag, 3 * MiB, range_size=MiB, max_concurrency=1)
+        read_ranges(fetch, 3 * MiB, range_size=MiB, max_concurrency=1)

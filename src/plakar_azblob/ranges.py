@@ -1,29 +1,34 @@
 """Read a blob as consecutive ranges, several at once, in order.
 
 Each range is one ``Get Blob`` request of at most ``range_size`` bytes,
-conditional on the ETag the caller saw: if the blob changes while it is
-read, the next request fails instead of mixing two versions. At most
-``max_concurrency`` ranges are held at a time per blob, and ranges fetched
-ahead of need share one budget for the whole process, so memory stays
-bounded whatever the blobs' sizes and however many are read at once.
+made by the caller's ``fetch(offset, length)``, conditional on the ETag the
+caller saw: if the blob changes while it is read, the next request fails
+instead of mixing two versions. At most ``max_concurrency`` ranges are held
+at a time per blob, and ranges fetched ahead of need share one budget for
+the whole process, so memory stays bounded whatever the blobs' sizes and
+however many are read at once.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from azure.core import MatchConditions
 from azure.storage.blob import BlobClient
 
+# fetch(offset, length): exactly those bytes of the blob (or an exception).
+Fetch = Callable[[int, int], bytes]
 
-def read_range(blob: BlobClient, etag: str, offset: int, length: int) -> bytes:
-    """``length`` bytes from ``offset``, provided the blob still has ``etag``."""
-    downloader = blob.download_blob(offset, length, etag=etag,
-                                    match_condition=MatchConditions.IfNotModified,
-                                    max_concurrency=1, decompress=False)
+
+def read_range(blob: BlobClient, etag: str | None, offset: int, length: int) -> bytes:
+    """``length`` bytes from ``offset`` through the Azure SDK, provided the blob
+    still has ``etag`` (when given)."""
+    downloader = blob.download_blob(
+        offset, length, max_concurrency=1, decompress=False, etag=etag,
+        match_condition=MatchConditions.IfNotModified if etag else None)
     # chunks(), not readall(): readall() copies the body through a BytesIO (two
     # more copies of every range); a body fetched in one request is one chunk,
     # which join() returns as is.
@@ -33,22 +38,17 @@ def read_range(blob: BlobClient, etag: str, offset: int, length: int) -> bytes:
     return data
 
 
-def read_ranges(
-    blob: BlobClient, etag: str, size: int, *, range_size: int, max_concurrency: int,
-) -> Iterator[bytes]:
-    """The whole blob (``size`` bytes) as chunks of ``range_size`` bytes.
+def read_ranges(fetch: Fetch, size: int, *, range_size: int, max_concurrency: int,
+                first: bytes | None = None) -> Iterator[bytes]:
+    """The whole blob (``size`` bytes, not 0) as chunks of ``range_size`` bytes.
 
-    The first range is fetched before this returns, so a blob that is gone
-    or changed fails here rather than on the first read.
+    The first range is fetched before this returns (unless given as
+    ``first``), so a blob that is gone or changed fails here rather than on
+    the first read.
     """
-    if size == 0:
-        empty = blob.download_blob(etag=etag, match_condition=MatchConditions.IfNotModified,
-                                   decompress=False).readall()
-        if empty:
-            raise EOFError("the blob is no longer empty")
-        return iter(())
-    first = read_range(blob, etag, 0, min(range_size, size))
-    return _following(blob, etag, size, first, range_size, max(1, max_concurrency))
+    if first is None:
+        first = fetch(0, min(range_size, size))
+    return _following(fetch, size, first, range_size, max(1, max_concurrency))
 
 
 class _Budget:
@@ -78,9 +78,8 @@ PREFETCH_BYTES = 12 * 1024 * 1024
 _prefetch = _Budget(PREFETCH_BYTES)
 
 
-def _following(
-    blob: BlobClient, etag: str, size: int, first: bytes, range_size: int, window: int,
-) -> Iterator[bytes]:
+def _following(fetch: Fetch, size: int, first: bytes, range_size: int,
+               window: int) -> Iterator[bytes]:
     """``first``, then the following ranges in order.
 
     Each reader always has the range it needs next in flight; ranges beyond
@@ -88,6 +87,8 @@ def _following(
     most ``window`` ranges are held in all.
     """
     yield first
+    if len(first) >= size:
+        return
     offsets = iter(range(len(first), size, range_size))
     upcoming = next(offsets, None)
     pending: deque[tuple[Future[bytes], int]] = deque()  # (range, budget bytes it holds)
@@ -101,7 +102,7 @@ def _following(
         length = min(range_size, size - upcoming)
         if ahead and not _prefetch.take(length):
             return False
-        future = pool.submit(read_range, blob, etag, upcoming, length)
+        future = pool.submit(fetch, upcoming, length)
         pending.append((future, length if ahead else 0))
         upcoming = next(offsets, None)
         return True
