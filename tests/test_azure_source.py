@@ -10,7 +10,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, cast
 
 import pytest
@@ -26,6 +26,8 @@ from kloset_sdk import (
     filemode,
     iter_chunks,
 )
+from plakar_azblob.direct import DirectReader
+from plakar_azblob.listing import Listed, http_date, list_blobs
 from plakar_azblob.source import AzureImporter
 
 MiB = 1024 * 1024
@@ -280,18 +282,63 @@ def test_big_blob_streams_in_bounded_chunks(dataset: Dataset, records: list[Reco
     assert sum(sizes) == BIG and max(sizes) <= 4 * MiB
 
 
+# -- the listing --
+
+def test_listing_reads_what_the_sdk_reads(dataset: Dataset,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    container = dataset.container
+    sdk = [Listed.from_sdk(b) for b in container.list_blobs(include=["metadata"])]
+    direct = DirectReader.for_client(container, 4)
+    assert direct is not None
+    assert list(list_blobs(container, direct, None, page_size=7)) == sdk
+    by_name = {b.name: b for b in sdk}
+    props = by_name["props/all.bin"]
+    assert (props.content_type, props.access_tier, props.tier_inferred, props.metadata) == (
+        "application/x-test", "Cool", False, {"owner": "alice", "Project": "Plakar"})
+    assert by_name["logs/append.log"].blob_type == "AppendBlob"
+    assert by_name["markers/hdi"].metadata == {"hdi_isfolder": "true"}
+    # A prefix of awkward characters, one blob per page.
+    name = "special/sp ace #hash ?q %25 +plus &amp;.txt"
+    assert [b.name for b in list_blobs(container, direct, name[:-8], page_size=1)] == [name]
+    # A page that cannot be fetched directly: the SDK goes on from there.
+    real = DirectReader.list_page
+    calls = []
+
+    def second_fails(self: DirectReader, *args: Any) -> bytes | None:
+        calls.append(args)
+        return None if len(calls) == 2 else real(self, *args)
+
+    monkeypatch.setattr(DirectReader, "list_page", second_fails)
+    assert list(list_blobs(container, direct, None, page_size=5)) == sdk
+    assert len(calls) == 2
+
+
+def test_http_dates() -> None:
+    assert http_date("Wed, 02 Dec 2026 04:28:49 GMT") == datetime(
+        2026, 12, 2, 4, 28, 49, tzinfo=timezone.utc)
+    assert http_date("Wed, 02 Dec 2026 05:28:49 +0100") == datetime(
+        2026, 12, 2, 4, 28, 49, tzinfo=timezone.utc)
+
+
 # -- laziness and consistency --
 
 @pytest.fixture
 def download_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the blobs whose content is asked for, directly or through the SDK."""
     calls: list[str] = []
     real = BlobClient.download_blob
+    real_direct = DirectReader.read
 
     def counting(self: BlobClient, *args: Any, **kwargs: Any) -> Any:
         calls.append(self.blob_name)
         return real(self, *args, **kwargs)
 
+    def counting_direct(self: DirectReader, name: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(name)
+        return real_direct(self, name, *args, **kwargs)
+
     monkeypatch.setattr(BlobClient, "download_blob", counting)
+    monkeypatch.setattr(DirectReader, "read", counting_direct)
     return calls
 
 

@@ -39,13 +39,16 @@ versions carry it).
 from __future__ import annotations
 
 import base64
-import enum
 import functools
 import mimetypes
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from azure.storage.blob import BlobProperties, ContentSettings
+from azure.storage.blob import ContentSettings
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .listing import Listed
 
 PREFIX = "azure."
 META_PREFIX = "azure.meta."
@@ -95,18 +98,20 @@ def default_content_type(name: str) -> str:
     return guessed or SERVICE_DEFAULT_TYPE
 
 
-def of_blob(blob: BlobProperties) -> dict[str, str]:
+def of_blob(blob: Listed) -> dict[str, str]:
     """The extended attributes of a listed blob, name -> value (see the module docstring)."""
-    attrs: dict[str, str] = {}
-    settings = blob.content_settings
-    for name, attr in HEADERS.items():
-        attrs[name] = getattr(settings, attr, None) or ""
+    attrs = {
+        CONTENT_TYPE: blob.content_type,
+        "azure.content-encoding": blob.content_encoding,
+        "azure.content-language": blob.content_language,
+        "azure.content-disposition": blob.content_disposition,
+        "azure.cache-control": blob.cache_control,
+        ACCESS_TIER: "" if blob.tier_inferred else blob.access_tier,
+        BLOB_TYPE: "" if blob.blob_type == BLOCK_BLOB else blob.blob_type,
+    }
     if attrs[CONTENT_TYPE] == default_content_type(blob.name):
         attrs[CONTENT_TYPE] = ""
-    attrs[ACCESS_TIER] = "" if blob.blob_tier_inferred else _text(blob.blob_tier)
-    blob_type = _text(blob.blob_type)
-    attrs[BLOB_TYPE] = "" if blob_type == BLOCK_BLOB else blob_type
-    for key, value in (blob.metadata or {}).items():
+    for key, value in blob.metadata.items():
         attrs[META_PREFIX + key] = value
     return {name: value for name, value in attrs.items() if value}
 
@@ -148,11 +153,3 @@ class Restore:
         fields.update(self.headers)
         md5 = self.content_md5 if self.content_md5 is not None else current.content_md5
         return ContentSettings(content_md5=bytearray(md5) if md5 else None, **fields)
-
-
-def _text(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, enum.Enum):
-        return str(value.value)
-    return str(value)

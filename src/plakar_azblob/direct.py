@@ -9,6 +9,7 @@ range, signed by the very credential policy of the SDK client (shared key),
 or carrying its SAS, with the SDK's API version, through a urllib3 pool of
 our own (about 0.2 ms of CPU).
 
+Listing pages are fetched the same way (see :mod:`plakar_azblob.listing`).
 Only the expected answer is taken: 200 or 206 with exactly the bytes asked
 for. Anything else (an error status, a changed ETag, a broken connection)
 returns None, and the caller makes the same request through the SDK, which
@@ -82,25 +83,16 @@ class DirectReader:
         """``length`` bytes of blob ``name`` from ``offset`` (None: the whole blob),
         if it still has ``etag`` (when given); with ``shorter``, fewer bytes when
         the blob ends first. None for anything unexpected."""
-        url = f"{self._base}/{quote(name, safe='~/')}{self._query}"
-        headers = {"x-ms-version": self._version, "x-ms-date": formatdate(usegmt=True),
-                   "User-Agent": self._agent}
+        headers = {}
         if length is not None:
             headers["x-ms-range"] = f"bytes={offset}-{offset + length - 1}"
         if etag is not None:
             headers["If-Match"] = etag
-        try:
-            if self._policy is not None:
-                request = HttpRequest("GET", url, headers=headers)
-                self._policy.on_request(PipelineRequest(request, PipelineContext(None)))
-                headers = dict(request.headers)
-            response = self._pool.request("GET", url, headers=headers, preload_content=False,
-                                          decode_content=False, redirect=False)
-        except Exception:
+        response = self._get(f"{self._base}/{quote(name, safe='~/')}{self._query}", headers)
+        if response is None:
             return None
         try:
-            expected = 206 if length is not None else 200
-            if response.status != expected:
+            if response.status != (206 if length is not None else 200):
                 return None
             data = response.read(decode_content=False)
             got = response.headers.get("ETag", "")
@@ -115,6 +107,40 @@ class DirectReader:
             return None
         finally:
             response.release_conn()
+
+    def list_page(self, prefix: str | None, marker: str | None,
+                  page_size: int | None = None) -> bytes | None:
+        """The XML of one List Blobs page (with metadata) of the blobs starting with
+        ``prefix``, from ``marker``; None for anything unexpected."""
+        query = "restype=container&comp=list&include=metadata"
+        for key, value in (("prefix", prefix), ("marker", marker),
+                           ("maxresults", page_size and str(page_size))):
+            if value:
+                query += f"&{key}={quote(value, safe='')}"
+        sas = "&" + self._query[1:] if self._query else ""
+        response = self._get(f"{self._base}?{query}{sas}", {})
+        if response is None:
+            return None
+        try:
+            return response.read(decode_content=True) if response.status == 200 else None
+        except Exception:
+            return None
+        finally:
+            response.release_conn()
+
+    def _get(self, url: str, headers: dict[str, str]) -> Any:
+        """The response to a GET of ``url``, signed; None if it could not be made."""
+        headers = {"x-ms-version": self._version, "x-ms-date": formatdate(usegmt=True),
+                   "User-Agent": self._agent, **headers}
+        try:
+            if self._policy is not None:
+                request = HttpRequest("GET", url, headers=headers)
+                self._policy.on_request(PipelineRequest(request, PipelineContext(None)))
+                headers = dict(request.headers)
+            return self._pool.request("GET", url, headers=headers, preload_content=False,
+                                      decode_content=False, redirect=False)
+        except Exception:
+            return None
 
     def close(self) -> None:
         self._pool.clear()

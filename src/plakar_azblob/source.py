@@ -22,7 +22,6 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.storage.blob import BlobProperties
 
 from kloset_sdk import (
     ConnectorError,
@@ -38,6 +37,7 @@ from .client import account_url, container_client, pool_size
 from .config import parse_config
 from .direct import DirectReader
 from .errors import translate
+from .listing import Listed, list_blobs
 from .ranges import read_range, read_ranges
 from .tree import Tree
 
@@ -79,11 +79,9 @@ class AzureImporter(Importer):
 
     # -- the listing --
 
-    def _listing(self) -> Iterator[BlobProperties]:
+    def _listing(self) -> Iterator[Listed]:
         """Every blob under the prefix, one page in memory at a time."""
-        prefix = paths.listing_prefix(self._cfg)
-        blobs = iter(self._container.list_blobs(name_starts_with=prefix or None,
-                                                include=["metadata"]))
+        blobs = list_blobs(self._container, self._direct, paths.listing_prefix(self._cfg))
         while True:
             try:
                 blob = next(blobs)
@@ -93,7 +91,7 @@ class AzureImporter(Importer):
                 raise self._error(exc, f"cannot list {self._cfg.location}") from exc
             yield blob
 
-    def _entry(self, tree: Tree, blob: BlobProperties) -> Iterator[Record]:
+    def _entry(self, tree: Tree, blob: Listed) -> Iterator[Record]:
         name = blob.name
         problem = paths.invalid_name(name[len(paths.listing_prefix(self._cfg)):])
         if problem is not None:
@@ -102,13 +100,13 @@ class AzureImporter(Importer):
             yield from tree.marker(name, blob.last_modified)
         elif blob.size == 0 and _is_folder(blob):
             yield from tree.folder(name, blob.last_modified)
-        elif _text(blob.blob_tier).lower() == "archive":
+        elif blob.access_tier.lower() == "archive":
             yield from tree.file(name, blob.last_modified, [Record.failure(
                 "/" + name, f"blob {name!r} is in the Archive tier: rehydrate it to back it up")])
         else:
             yield from tree.file(name, blob.last_modified, self._file(blob))
 
-    def _file(self, blob: BlobProperties) -> list[Record]:
+    def _file(self, blob: Listed) -> list[Record]:
         """The file record of a blob, then one record per extended attribute."""
         path = "/" + blob.name
         attrs = {} if self.options.noxattr else attributes.of_blob(blob)
@@ -182,11 +180,7 @@ class AzureImporter(Importer):
         return translate(exc, what, endpoint=account_url(self._cfg))
 
 
-def _is_folder(blob: BlobProperties) -> bool:
+def _is_folder(blob: Listed) -> bool:
     """A hierarchical-namespace directory, as the blob API lists it."""
     return any(key.lower() == "hdi_isfolder" and value.lower() == "true"
-               for key, value in (blob.metadata or {}).items())
-
-
-def _text(value: object) -> str:
-    return str(getattr(value, "value", value) or "")
+               for key, value in blob.metadata.items())
