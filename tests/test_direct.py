@@ -145,3 +145,34 @@ def test_the_source_falls_back_to_the_sdk(azurite: Azurite, container: Container
     assert record.opener is not None
     with pytest.raises(ConnectorError, match="changed or was deleted after it was listed"):
         list(iter_chunks(record.opener()))
+
+
+def test_the_store_reads_and_lists_directly(azurite: Azurite,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from azure.storage.blob import BlobClient
+
+    from kloset_sdk import IncomingContent, Range, Resource, StoreFlag
+    from plakar_azblob.storage import AzureStore
+
+    c = new_container(azurite, "direct-store")
+    store = AzureStore("azblob", {"location": f"azblob://{c.container_name}/repo",
+                                  "connection_string": azurite.connection_string,
+                                  "block_size": "1MiB"})
+    store.create(b"config")
+    macs = [bytes([i]) * 32 for i in range(3)]
+    for mac in macs:
+        content = IncomingContent(source=iter([DATA]))
+        store.put(Resource.PACKFILE, mac, content, StoreFlag.NONE)
+
+    def no_sdk(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("read through the Azure SDK")
+
+    monkeypatch.setattr(BlobClient, "download_blob", no_sdk)
+    monkeypatch.setattr(ContainerClient, "list_blob_names", no_sdk)
+    assert store.open() == b"config"
+    assert sorted(store.list(Resource.PACKFILE, StoreFlag.NONE)) == macs
+    whole = b"".join(iter_chunks(store.get(Resource.PACKFILE, macs[0], None, StoreFlag.NONE)))
+    assert whole == DATA
+    part = store.get(Resource.PACKFILE, macs[1], Range(MiB - 3, 2 * MiB), StoreFlag.NONE)
+    assert b"".join(iter_chunks(part)) == DATA[MiB - 3:3 * MiB - 3]
+    store.close()

@@ -108,11 +108,11 @@ class DirectReader:
         finally:
             response.release_conn()
 
-    def list_page(self, prefix: str | None, marker: str | None,
-                  page_size: int | None = None) -> bytes | None:
-        """The XML of one List Blobs page (with metadata) of the blobs starting with
-        ``prefix``, from ``marker``; None for anything unexpected."""
-        query = "restype=container&comp=list&include=metadata"
+    def list_page(self, prefix: str | None, marker: str | None, page_size: int | None = None,
+                  metadata: bool = True) -> bytes | None:
+        """The XML of one List Blobs page (with ``metadata``) of the blobs starting
+        with ``prefix``, from ``marker``; None for anything unexpected."""
+        query = "restype=container&comp=list" + ("&include=metadata" if metadata else "")
         for key, value in (("prefix", prefix), ("marker", marker),
                            ("maxresults", page_size and str(page_size))):
             if value:

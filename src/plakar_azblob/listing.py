@@ -81,15 +81,40 @@ def list_blobs(container: ContainerClient, direct: DirectReader | None,
             yield Listed.from_sdk(blob)
 
 
+def list_names(container: ContainerClient, direct: DirectReader | None, prefix: str | None,
+               page_size: int | None = None) -> Iterator[str]:
+    """The names of the blobs that start with ``prefix``, in order (see :func:`list_blobs`)."""
+    marker: str | None = None
+    while direct is not None:
+        page = direct.list_page(prefix, marker, page_size, metadata=False)
+        if page is None:
+            break
+        root = ET.fromstring(page)
+        for name_el in root.iterfind("Blobs/Blob/Name"):
+            yield _name(name_el)
+        marker = root.findtext("NextMarker") or None
+        if not marker:
+            return
+    pages = container.list_blob_names(name_starts_with=prefix or None,
+                                      results_per_page=page_size).by_page(
+                                          continuation_token=marker)
+    for names in pages:
+        yield from names
+
+
+def _name(element: ET.Element) -> str:
+    """A blob's name from its ``<Name>`` (percent-encoded when ``Encoded="true"``)."""
+    name = element.text or ""
+    return unquote(name) if element.get("Encoded", "").lower() == "true" else name
+
+
 def parse_page(xml: bytes) -> tuple[list[Listed], str | None]:
     """The blobs of one List Blobs answer, and the marker of the next page (None: last)."""
     root = ET.fromstring(xml)
     found = []
     for blob in root.iterfind("Blobs/Blob"):
         name_el = blob.find("Name")
-        name = (name_el.text or "") if name_el is not None else ""
-        if name_el is not None and name_el.get("Encoded", "").lower() == "true":
-            name = unquote(name)
+        name = _name(name_el) if name_el is not None else ""
         props_el = blob.find("Properties")
         props = {c.tag: c.text or "" for c in props_el} if props_el is not None else {}
         meta_el = blob.find("Metadata")

@@ -15,6 +15,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from azure.core import MatchConditions
 from azure.storage.blob import BlobClient
@@ -26,9 +27,11 @@ Fetch = Callable[[int, int], bytes]
 def read_range(blob: BlobClient, etag: str | None, offset: int, length: int) -> bytes:
     """``length`` bytes from ``offset`` through the Azure SDK, provided the blob
     still has ``etag`` (when given)."""
-    downloader = blob.download_blob(
-        offset, length, max_concurrency=1, decompress=False, etag=etag,
-        match_condition=MatchConditions.IfNotModified if etag else None)
+    # No etag keyword at all without one: the SDK would hand it to the HTTP layer.
+    condition: dict[str, Any] = \
+        {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
+    downloader = blob.download_blob(offset, length, max_concurrency=1, decompress=False,
+                                    **condition)
     # chunks(), not readall(): readall() copies the body through a BytesIO (two
     # more copies of every range); a body fetched in one request is one chunk,
     # which join() returns as is.

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator, Mapping
+from functools import partial
 from typing import Any, NoReturn
 
 from azure.core.exceptions import ResourceExistsError
-from azure.storage.blob import (
-    BlobClient,
-    ContainerClient,
-    StandardBlobTier,
-    StorageStreamDownloader,
-)
+from azure.storage.blob import BlobClient, ContainerClient, StandardBlobTier
 
 from kloset_sdk import (
     AlreadyExistsError,
@@ -30,9 +26,12 @@ from kloset_sdk import (
 
 from . import layout, paths
 from .blocks import upload_in_blocks
-from .client import account_url, container_client
+from .client import account_url, container_client, pool_size
 from .config import parse_config, sas_permissions
+from .direct import DirectReader
 from .errors import translate
+from .listing import list_names
+from .ranges import read_range, read_ranges
 
 # Resources the ``tier`` option applies to (unless flagged HOT): the bulk data.
 TIERED = (Resource.PACKFILE, Resource.ECC_PACKFILE)
@@ -54,6 +53,7 @@ class AzureStore(Store):
         self.origin = paths.origin(self.cfg)
         self.root = paths.root(self.cfg)
         self._client: ContainerClient | None = container_client(self.cfg)
+        self._direct = DirectReader.for_client(self._client, pool_size(self.cfg))
         self._client_lock = threading.Lock()
         self._tier = _TIERS[self.cfg.tier] if self.cfg.tier else None
         # Caps the upload buffers of all concurrent puts together (memory bound):
@@ -74,7 +74,14 @@ class AzureStore(Store):
         with self._client_lock:
             if self._client is None:
                 self._client = container_client(self.cfg)
+                self._direct = DirectReader.for_client(self._client, pool_size(self.cfg))
             return self._client
+
+    @property
+    def direct(self) -> DirectReader | None:
+        """Reads outside the Azure SDK's pipeline (see :mod:`plakar_azblob.direct`)."""
+        _ = self.client
+        return self._direct
 
     # -- helpers --
     def _fail(self, exc: BaseException, what: str) -> NoReturn:
@@ -129,6 +136,10 @@ class AzureStore(Store):
 
     def open(self) -> bytes:
         name = layout.config_name(self.cfg.prefix)
+        direct = self.direct
+        answer = direct.read(name, 0, None) if direct is not None else None
+        if answer is not None:
+            return answer.data
         try:
             return self.client.download_blob(name).readall()
         except Exception as exc:
@@ -182,30 +193,25 @@ class AzureStore(Store):
         except layout.LayoutError as exc:
             raise ConnectorError(str(exc)) from None
         what = f'cannot list "{start}"'
+        names = list_names(self.client, self.direct, start, self.list_page_size)
         try:
-            pages = self.client.list_blob_names(
-                name_starts_with=start, results_per_page=self.list_page_size).by_page()
-            # The first page is fetched now so that errors come from list() itself.
-            first = list(next(pages, []))
+            # The first name is fetched now so that errors come from list() itself.
+            first = next(names, None)
         except Exception as exc:
             self._fail(exc, what)
-        return self._macs(start, first, pages, what)
+        return self._macs(start, first, names, what)
 
-    def _macs(self, start: str, first: Iterable[str], pages: Iterator[Iterable[str]],
+    def _macs(self, start: str, first: str | None, names: Iterator[str],
               what: str) -> Iterator[bytes]:
-        page: Iterable[str] = first
-        while True:
-            for name in page:
-                if layout.is_fanout_dir(start, name):
-                    continue
+        name = first
+        while name is not None:
+            if not layout.is_fanout_dir(start, name):
                 try:
                     yield layout.parse_name(start, name)
                 except layout.LayoutError as exc:
                     raise ConnectorError(str(exc)) from None
             try:
-                page = list(next(pages))
-            except StopIteration:
-                return
+                name = next(names, None)
             except Exception as exc:
                 self._fail(exc, what)
 
@@ -229,21 +235,50 @@ class AzureStore(Store):
         name = self._name(resource, mac)
         what = f'blob "{name}"'
         blob = self.client.get_blob_client(name)
+        block = self.cfg.block_size
         try:
             if range is not None and range.length == 0:
                 blob.get_blob_properties()  # still fail on a missing object
                 return []
-            if range is None:
-                downloader = blob.download_blob()
-            else:
-                downloader = blob.download_blob(offset=range.offset, length=range.length)
+            offset = range.offset if range is not None else 0
+            # The first block (or the whole range), directly if possible. A missing
+            # object, or any other surprise, is asked again through the Azure SDK,
+            # which says what went wrong.
+            length = min(range.length, block) if range is not None else block
+            direct = self.direct
+            answer = direct.read(name, offset, length, shorter=True) \
+                if direct is not None else None
+            if answer is None:
+                downloader = blob.download_blob() if range is None else \
+                    blob.download_blob(offset=range.offset, length=range.length)
+                return self._chunks(downloader.chunks(), what)
+            first, etag = answer.data, answer.etag
+            # What there is to read: the range, or the object, up to the object's end.
+            size = answer.size - offset if answer.size is not None else len(first)
+            if range is not None:
+                size = min(size, range.length)
+            if len(first) >= size:
+                return [first]
+            # The rest in parallel, from the version the first block came from.
+            return self._chunks(read_ranges(
+                partial(self._fetch, name, etag, offset), size, range_size=block,
+                max_concurrency=self.cfg.max_concurrency, first=first), what)
         except Exception as exc:
             self._fail(exc, what)
-        return self._chunks(downloader, what)
 
-    def _chunks(self, downloader: StorageStreamDownloader[bytes], what: str) -> Iterator[bytes]:
+    def _fetch(self, name: str, etag: str | None, base: int, offset: int,
+               length: int) -> bytes:
+        """``length`` bytes at ``base + offset`` of blob ``name`` (version ``etag``)."""
+        direct = self.direct
+        if direct is not None:
+            answer = direct.read(name, base + offset, length, etag)
+            if answer is not None:
+                return answer.data
+        return read_range(self.client.get_blob_client(name), etag, base + offset, length)
+
+    def _chunks(self, chunks: Iterator[bytes], what: str) -> Iterator[bytes]:
         try:
-            yield from downloader.chunks()
+            yield from chunks
         except Exception as exc:
             self._fail(exc, what)
 
@@ -258,5 +293,8 @@ class AzureStore(Store):
     def close(self) -> None:
         with self._client_lock:
             client, self._client = self._client, None
+            direct, self._direct = self._direct, None
+        if direct is not None:
+            direct.close()
         if client is not None:
             client.close()
