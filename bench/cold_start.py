@@ -118,10 +118,17 @@ def _children_cpu() -> float:
 
 def cold_start(exe: Path, kind: str) -> tuple[float, float]:
     """Seconds from spawning ``exe kind`` to its answer to Init, and the CPU
-    seconds the process used in its whole life (Init, then exit on EOF)."""
+    seconds the process used in its whole life (Init, then exit on EOF; a
+    connector forked by a fork server is not our child: its CPU is not counted)."""
+    return cold_start_argv([str(exe), kind], kind)
+
+
+def cold_start_argv(argv: list[str], kind: str) -> tuple[float, float]:
+    """:func:`cold_start` of any command line serving ``kind`` (the Go package's
+    connectors take no argument)."""
     cpu = _children_cpu()
     started = time.perf_counter()
-    plugin = StdioPlugin([str(exe), kind])
+    plugin = StdioPlugin(argv)
     try:
         _init(kind, plugin.channel)
         elapsed = time.perf_counter() - started

@@ -1,7 +1,7 @@
 """``make bench``: every benchmark against a private Azurite, beside its reference.
 
 Usage: python bench/run.py [SECTION ...]   (sections: transport large small store
-memory latency cold; default all), or --render to rebuild latest.md from
+memory latency cold go; default all), or --render to rebuild latest.md from
 latest.json. BENCH_SCALE scales the data sizes (default in bench/common.py).
 Results: bench/results/latest.md and .json.
 """
@@ -24,6 +24,7 @@ from kloset_sdk.transport import tune_malloc
 
 def sections() -> dict[str, object]:
     import bench_cold
+    import bench_go
     import bench_latency
     import bench_memory
     import bench_source
@@ -38,6 +39,7 @@ def sections() -> dict[str, object]:
         "memory": bench_memory.run,
         "latency": bench_latency.run,
         "cold": bench_cold.run,
+        "go": bench_go.run,
     }
 
 
