@@ -1,4 +1,4 @@
-"""gRPC servicer of the exporter protocol (protocol page §6)."""
+"""Servicer of the exporter protocol (protocol page §6)."""
 
 from __future__ import annotations
 
@@ -9,19 +9,17 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import grpc
-
 from ._convert import record_from_proto
 from ._importer_service import options_from_proto
 from ._proto import connectors_pb2 as cpb
 from ._proto import exporter_pb2 as pb
-from ._proto import exporter_pb2_grpc as pb_grpc
 from ._service import Service, identity
 from ._status import abort, message
 from .content import IncomingContent
 from .errors import ConnectorError
 from .exporter import Exporter
 from .options import Options
+from .rpc import Cancelled
 
 log = logging.getLogger("kloset_sdk")
 
@@ -34,7 +32,7 @@ class ProtocolError(ConnectorError):
     """plakar sent something the protocol does not allow."""
 
 
-class ExporterService(Service[Exporter], pb_grpc.ExporterServicer):
+class ExporterService(Service[Exporter]):
     def __init__(self, factory: ExporterFactory) -> None:
         super().__init__()
         self._factory = factory
@@ -113,7 +111,7 @@ class ExporterService(Service[Exporter], pb_grpc.ExporterServicer):
                 finally:
                     if current is not None:
                         current.fail(ConnectorError("the restore was interrupted mid-file"))
-        except grpc.RpcError:
+        except Cancelled:
             results.put(None)
             return
         except Exception as exc:

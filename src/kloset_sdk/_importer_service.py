@@ -1,4 +1,4 @@
-"""gRPC servicer of the importer protocol (protocol page §5)."""
+"""Servicer of the importer protocol (protocol page §5)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,8 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import grpc
-
 from ._convert import record_to_proto, result_from_proto
 from ._proto import importer_pb2 as pb
-from ._proto import importer_pb2_grpc as pb_grpc
 from ._service import Service, identity
 from ._status import abort
 from .content import chunk_messages
@@ -20,6 +17,7 @@ from .importer import Importer
 from .options import Options
 from .readahead import Openers
 from .records import open_key
+from .rpc import Cancelled
 
 log = logging.getLogger("kloset_sdk")
 
@@ -39,7 +37,7 @@ def _key(rec: Any) -> str:
     return open_key(rec.pathname, rec.isXattr, rec.xattrName, rec.xattrType)
 
 
-class ImporterService(Service[Importer], pb_grpc.ImporterServicer):
+class ImporterService(Service[Importer]):
     def __init__(self, factory: ImporterFactory) -> None:
         super().__init__()
         self._factory = factory
@@ -89,7 +87,7 @@ class ImporterService(Service[Importer], pb_grpc.ImporterServicer):
                 self._openers.acknowledged(_key(request.result.header))
                 if notify:
                     imp.acknowledge(result_from_proto(request.result))
-        except grpc.RpcError:
+        except Cancelled:
             pass  # plakar went away; the RPC is already over
         except Exception:
             log.exception("acknowledgement handling failed")

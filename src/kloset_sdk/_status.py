@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any, NoReturn
 
-import grpc
-
 from .errors import (
     AlreadyExistsError,
     ConfigError,
@@ -14,19 +12,20 @@ from .errors import (
     NotFoundError,
     PermissionDeniedError,
 )
+from .rpc import Status
 
 log = logging.getLogger("kloset_sdk")
 
-_CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
-    (ConfigError, grpc.StatusCode.INVALID_ARGUMENT),
-    (NotFoundError, grpc.StatusCode.NOT_FOUND),
-    (AlreadyExistsError, grpc.StatusCode.ALREADY_EXISTS),
-    (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
-    (FileNotFoundError, grpc.StatusCode.NOT_FOUND),
-    (FileExistsError, grpc.StatusCode.ALREADY_EXISTS),
-    (PermissionError, grpc.StatusCode.PERMISSION_DENIED),
-    (NotImplementedError, grpc.StatusCode.UNIMPLEMENTED),
-    (ValueError, grpc.StatusCode.INVALID_ARGUMENT),
+_CODES: list[tuple[type[BaseException], Status]] = [
+    (ConfigError, Status.INVALID_ARGUMENT),
+    (NotFoundError, Status.NOT_FOUND),
+    (AlreadyExistsError, Status.ALREADY_EXISTS),
+    (PermissionDeniedError, Status.PERMISSION_DENIED),
+    (FileNotFoundError, Status.NOT_FOUND),
+    (FileExistsError, Status.ALREADY_EXISTS),
+    (PermissionError, Status.PERMISSION_DENIED),
+    (NotImplementedError, Status.UNIMPLEMENTED),
+    (ValueError, Status.INVALID_ARGUMENT),
 ]
 
 
@@ -42,11 +41,11 @@ def message(exc: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
-def code(exc: BaseException) -> grpc.StatusCode:
+def code(exc: BaseException) -> Status:
     for kind, status in _CODES:
         if isinstance(exc, kind):
             return status
-    return grpc.StatusCode.UNKNOWN
+    return Status.UNKNOWN
 
 
 def abort(context: Any, exc: BaseException, rpc: str) -> NoReturn:

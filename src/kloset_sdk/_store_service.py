@@ -1,4 +1,4 @@
-"""gRPC servicer of the storage protocol (protocol page §7)."""
+"""Servicer of the storage protocol (protocol page §7)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ._proto import store_pb2 as pb
-from ._proto import store_pb2_grpc as pb_grpc
 from ._service import Service, identity
 from ._status import abort
 from .content import CHUNK_SIZE, IncomingContent, chunk_messages
@@ -32,7 +31,7 @@ def _mac(value: bytes) -> bytes:
     return bytes(value)
 
 
-class StoreService(Service[Store], pb_grpc.StoreServicer):
+class StoreService(Service[Store]):
     def __init__(self, factory: StoreFactory) -> None:
         super().__init__()
         self._factory = factory
@@ -186,23 +185,5 @@ def _chunks(first: pb.PutRequest, rest: Iterator[pb.PutRequest],
     yield first.chunk  # plakar sends none here, but the protocol does not forbid it
     for request in rest:
         yield request.chunk
-    if _went_away(context):
-        raise ConnectorError("plakar cancelled the Put before the end of the object")
-
-
-# How long the end of a Put's stream waits to learn whether plakar cancelled it.
-END_GRACE = 0.02
-
-
-def _went_away(context: Any) -> bool:
-    """Whether the stream just ended because plakar cancelled the call.
-
-    grpcio ends a request iterator the same way when the client closes its
-    side and when it goes away; the cancellation is processed just after, by
-    the server's polling thread. A Put has no in-band end marker, so without
-    this wait a cancelled Put would store a truncated object as complete.
-    """
-    ended = threading.Event()
-    if not context.add_callback(ended.set):
-        return True  # the call has already terminated
-    return ended.wait(END_GRACE) or not context.is_active()
+    # The request stream ends only when plakar half-closes it: a cancelled Put
+    # raises Cancelled instead (rpc.Call.requests), and is never stored.

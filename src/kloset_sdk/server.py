@@ -1,4 +1,10 @@
-"""Entry point: run one connector on stdin/stdout."""
+"""Entry point: run one connector on stdin/stdout.
+
+The connector's servicer is served by :mod:`kloset_sdk.rpc` on the HTTP/2
+connection plakar opens over the process's two pipes: frames are read from
+stdin in this thread and written to stdout by one writer thread; each RPC
+runs in a worker thread.
+"""
 
 from __future__ import annotations
 
@@ -6,72 +12,74 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn
-
-import grpc
-import grpc._server  # imported by grpc.server(): load it with the rest
 
 from ._exporter_service import ExporterService
 from ._importer_service import ImporterService
-from ._proto import exporter_pb2_grpc, importer_pb2_grpc, store_pb2_grpc
+from ._proto import exporter_pb2 as epb
+from ._proto import importer_pb2 as ipb
+from ._proto import store_pb2 as spb
 from ._store_service import StoreService
-from .transport import MMAP_THRESHOLD, STORE_MMAP_THRESHOLD, serve_stdio
+from .rpc import Kind, Method, Server
+from .transport import MMAP_THRESHOLD, STORE_MMAP_THRESHOLD, stdio_pipes, tune_malloc
 
 LOG_ENV = "KLOSET_LOG"
-# Threads serving RPCs: an Import or Export stream holds one for its whole
-# life and each concurrent Open/Get/Put another; created only when needed.
-MAX_WORKERS = 256
-# plakar never sends messages over 4 MiB; allow some headroom on our side.
-_CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", 16 << 20),
-    ("grpc.max_send_message_length", 16 << 20),
-    # BDP probing grows each stream's receive window to many MiB, which grpc
-    # then buffers on our side of Put and Export streams (~60 MiB seen in a
-    # store); the fixed window still moves over 1 GiB/s through the pipes.
-    ("grpc.http2.bdp_probe", 0),
-]
-
 KINDS = ("importer", "exporter", "storage")
-# kind -> (servicer class, generated function registering it on a server).
-_SERVICES: dict[str, tuple[Callable[[Any], Any], Callable[[Any, Any], None]]] = {
-    "importer": (ImporterService, importer_pb2_grpc.add_ImporterServicer_to_server),
-    "exporter": (ExporterService, exporter_pb2_grpc.add_ExporterServicer_to_server),
-    "storage": (StoreService, store_pb2_grpc.add_StoreServicer_to_server),
+
+_U, _S = False, True
+# service -> {method: (streaming request, streaming response, request type,
+#                      servicer attribute, response already encoded)}
+_PROTOCOL: dict[str, dict[str, tuple[bool, bool, Any, str, bool]]] = {
+    "importer.Importer": {
+        "Init": (_U, _U, ipb.InitRequest, "Init", False),
+        "Ping": (_U, _U, ipb.PingRequest, "Ping", False),
+        "Import": (_S, _S, ipb.ImportRequest, "Import", False),
+        "Open": (_U, _S, ipb.OpenRequest, "open_encoded", True),
+        "Close": (_U, _U, ipb.CloseRequest, "Close", False),
+    },
+    "plakar.exporter.Exporter": {
+        "Init": (_U, _U, epb.InitRequest, "Init", False),
+        "Ping": (_U, _U, epb.PingRequest, "Ping", False),
+        "Export": (_S, _S, epb.ExportRequest, "Export", False),
+        "Close": (_U, _U, epb.CloseRequest, "Close", False),
+    },
+    "store.Store": {
+        "Init": (_U, _U, spb.InitRequest, "Init", False),
+        "Create": (_U, _U, spb.CreateRequest, "Create", False),
+        "Open": (_U, _U, spb.OpenRequest, "Open", False),
+        "Ping": (_U, _U, spb.PingRequest, "Ping", False),
+        "Mode": (_U, _U, spb.ModeRequest, "Mode", False),
+        "Size": (_U, _U, spb.SizeRequest, "Size", False),
+        "List": (_U, _U, spb.ListRequest, "List", False),
+        "Put": (_S, _U, spb.PutRequest, "Put", False),
+        "Get": (_U, _S, spb.GetRequest, "get_encoded", True),
+        "Delete": (_U, _U, spb.DeleteRequest, "Delete", False),
+        "Close": (_U, _U, spb.CloseRequest, "Close", False),
+    },
+}
+# kind -> (servicer class, gRPC service name).
+_SERVICES: dict[str, tuple[Callable[[Any], Any], str]] = {
+    "importer": (ImporterService, "importer.Importer"),
+    "exporter": (ExporterService, "plakar.exporter.Exporter"),
+    "storage": (StoreService, "store.Store"),
 }
 _SERVICES["store"] = _SERVICES["storage"]  # plakar's other name for the role
-# Streams of content served by a method yielding messages already encoded
-# (content.chunk_messages) instead of the generated one: service -> {method: attribute}.
-_ENCODED_RESPONSES = {"importer.Importer": {"Open": "open_encoded"},
-                      "store.Store": {"Get": "get_encoded"}}
 
 
-def _as_is(message: bytes) -> bytes:
-    return message
+def _serialize(message: Any) -> bytes:
+    return bytes(message.SerializeToString())
 
 
-class _Registrar:
-    """Stands for the server in a generated ``add_*Servicer_to_server``: registers
-    its handlers, with those of ``_ENCODED_RESPONSES`` served by the servicer's
-    encoding method and their messages sent as they are."""
-
-    def __init__(self, server: grpc.Server, servicer: Any) -> None:
-        self._server = server
-        self._servicer = servicer
-        self.registered = False
-
-    def add_generic_rpc_handlers(self, handlers: Any) -> None:
-        pass  # made below from the same method handlers
-
-    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
-        handlers = dict(handlers)
-        for name, attribute in _ENCODED_RESPONSES.get(service, {}).items():
-            handlers[name] = handlers[name]._replace(
-                unary_stream=getattr(self._servicer, attribute), response_serializer=_as_is)
-        self._server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(service, handlers),))
-        self._server.add_registered_method_handlers(service, handlers)
-        self.registered = True
+def methods(service_name: str, servicer: Any) -> dict[str, Method]:
+    """The gRPC methods of ``servicer`` for ``service_name``, by path."""
+    table = {}
+    for name, (stream_in, stream_out, request, attribute, encoded) in \
+            _PROTOCOL[service_name].items():
+        kind = Kind((stream_in, stream_out))
+        table[f"/{service_name}/{name}"] = Method(
+            kind, getattr(servicer, attribute), request.FromString,
+            None if encoded else _serialize)
+    return table
 
 
 def setup_logging() -> None:
@@ -85,19 +93,13 @@ def setup_logging() -> None:
     root.setLevel(level)
 
 
-def build_server(kind: str, factory: Callable[..., Any]) -> tuple[grpc.Server, Any]:
-    """A gRPC server with the servicer of ``kind`` (importer, exporter or storage)."""
-    server = grpc.server(ThreadPoolExecutor(MAX_WORKERS, thread_name_prefix="rpc"),
-                         options=_CHANNEL_OPTIONS)
+def build_server(kind: str, factory: Callable[..., Any]) -> tuple[Server, Any]:
+    """The RPC server of connector ``kind`` (importer, exporter or storage), and its servicer."""
     if kind not in _SERVICES:
         raise ValueError(f"unknown connector kind {kind!r} (expected one of {', '.join(KINDS)})")
-    service_class, add_to_server = _SERVICES[kind]
+    service_class, service_name = _SERVICES[kind]
     service = service_class(factory)
-    registrar = _Registrar(server, service)
-    add_to_server(service, registrar)
-    if not registrar.registered:
-        raise RuntimeError("the generated gRPC code registered no method handlers")
-    return server, service
+    return Server(methods(service_name, service)), service
 
 
 def serve(kind: str, factory: Callable[..., Any],
@@ -112,10 +114,12 @@ def serve(kind: str, factory: Callable[..., Any],
     """
     setup_logging()
     server, service = build_server(kind, factory)
-    threshold = STORE_MMAP_THRESHOLD if isinstance(service, StoreService) else MMAP_THRESHOLD
+    tune_malloc(STORE_MMAP_THRESHOLD if isinstance(service, StoreService) else MMAP_THRESHOLD)
     code = 0
     try:
-        serve_stdio(server, mmap_threshold=threshold)
+        with stdio_pipes() as (rfd, wfd):
+            server.serve(rfd, wfd)
+            logging.getLogger("kloset_sdk").debug("stdin closed: stopping")
     except Exception:
         logging.getLogger("kloset_sdk").exception("transport failed")
         code = 1
