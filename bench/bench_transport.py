@@ -1,4 +1,5 @@
-"""1. The stdio transport: 1 MiB chunks both ways, stdio relay vs grpcio on a Unix socket."""
+"""1. The stdio transport: 1 MiB chunks both ways, the SDK's HTTP/2 on stdio vs grpcio
+on a Unix socket."""
 
 from __future__ import annotations
 
@@ -36,8 +37,9 @@ def run(report: Report) -> None:
             times = alternate(RUNS, stdio=lambda fn=fn: fn(s), direct=lambda fn=fn: fn(d))
             med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
             report.ratio_row(
-                "1", f"transport {what} ({label}), 1 MiB chunks, stdio relay", human(SIZE),
-                SIZE / MiB / med["stdio"], "MiB/s", "grpcio on a Unix socket, same servicer",
+                "1", f"transport {what} ({label}), 1 MiB chunks, SDK on stdio", human(SIZE),
+                SIZE / MiB / med["stdio"], "MiB/s",
+                "grpcio (C core) on a Unix socket, same servicer",
                 SIZE / MiB / med["direct"], GOAL, runs=times)
     finally:
         stdio.close_stdin()

@@ -6,7 +6,8 @@ reused 1 MiB buffer, so that only the SDK and its transport are measured.
 
 Run as ``python null_connector.py storage`` (served on stdio, like plakar
 runs connectors) or ``python null_connector.py storage --socket PATH``
-(the same servicer served by grpcio on a Unix socket, no stdio relay).
+(the same servicer served by grpcio on a Unix socket, the reference of the
+transport bench).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from kloset_sdk import (
     StoreFlag,
     serve,
 )
-from kloset_sdk.server import build_server
+from kloset_sdk.server import build_server, methods
 from kloset_sdk.transport import tune_malloc
 
 BLOCK = bytes(range(256)) * (CHUNK_SIZE // 256)
@@ -67,12 +68,32 @@ class NullStore(Store):
 
 
 def serve_socket(path: str) -> None:
-    """Serve the same servicer straight on a Unix socket until stdin closes.
+    """Serve the same servicer with grpcio (C core) on a Unix socket until stdin closes:
+    the reference the SDK's own HTTP/2 server on stdio is compared with.
 
     The process is set up as serve() sets up a connector (allocator tuning),
     so that only the transport differs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
     tune_malloc()
-    server, _ = build_server("storage", NullStore)
+    _, service = build_server("storage", NullStore)
+    handlers = {}
+    for full, method in methods("store.Store", service).items():
+        name = full.rsplit("/", 1)[1]
+        encode = method.serialize or (lambda message: message)
+        make = {(False, False): grpc.unary_unary_rpc_method_handler,
+                (False, True): grpc.unary_stream_rpc_method_handler,
+                (True, False): grpc.stream_unary_rpc_method_handler,
+                (True, True): grpc.stream_stream_rpc_method_handler}[method.kind.value]
+        handlers[name] = make(method.handler, request_deserializer=method.parse,
+                              response_serializer=encode)
+    server = grpc.server(ThreadPoolExecutor(64), options=[
+        ("grpc.max_receive_message_length", 16 << 20),
+        ("grpc.max_send_message_length", 16 << 20)])
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("store.Store",
+                                                                          handlers),))
     if server.add_insecure_port(f"unix:{path}") == 0:
         raise SystemExit(f"cannot listen on {path}")
     server.start()
