@@ -29,7 +29,7 @@ export AZURITE_BIN := $(abspath $(AZURITE))
 BUILD_VENV    := build/venv
 BUILD_PY      := $(BUILD_VENV)/bin/python
 
-.PHONY: all venv build-venv plakar azurite tools proto test lint bench build package demo clean
+.PHONY: all venv build-venv plakar azurite go-azblob tools proto test lint bench build package demo clean
 
 # Default target (plakar pkg build): dist/plugin/plakar-azblob (launcher) and
 # dist/plugin/runtime.tar (the self-contained runtime), then nothing else is
@@ -62,7 +62,14 @@ azurite: $(AZURITE)
 $(AZURITE):
 	npm install --silent --no-audit --no-fund --prefix $(TOOLS)/azurite azurite@$(AZURITE_VERSION)
 
-tools: venv plakar azurite
+# The official Go azblob package (tests/go_package.py), the reference of the
+# interoperability tests and of make bench: built from
+# ../shared/reference/integration-azblob ($$AZBLOB_GO_REFERENCE) into
+# .tools/go-azblob-<hash>/ once per machine (Go and the module proxy).
+go-azblob: venv plakar
+	$(PY) tests/go_package.py
+
+tools: venv plakar azurite go-azblob
 
 proto: venv
 	$(PY) tools/gen_proto.py
