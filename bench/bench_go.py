@@ -31,7 +31,6 @@ from common import (
     MiB,
     human,
     random_block,
-    scaled,
     sdk_client,
     timed,
 )
@@ -120,8 +119,9 @@ class GoBench:
             unit: str = "s", goal: float = 1.0, note: str = "") -> None:
         """A row of ours vs Go: times (scale 0) or throughputs (scale / time)."""
         ours, go = statistics.median(times["ours"]), statistics.median(times["Go"])
-        spread = (f"ours {min(times['ours']):.3g} to {max(times['ours']):.3g} s, "
-                  f"Go {min(times['Go']):.3g} to {max(times['Go']):.3g} s over {RUNS} runs")
+        u = "ms" if unit == "ms" else "s"
+        spread = (f"ours {min(times['ours']):.3g} to {max(times['ours']):.3g} {u}, "
+                  f"Go {min(times['Go']):.3g} to {max(times['Go']):.3g} {u} over {RUNS} runs")
         note = f"{note}; {spread}" if note else spread
         if scale:
             self.report.ratio_row("10", what, size, scale / ours, unit, "official Go package",
@@ -174,7 +174,7 @@ class GoBench:
     # -- connectors alone --
 
     def importer_alone(self) -> None:
-        size = scaled(LARGE_SIZE, 16 * MiB)
+        size = LARGE_SIZE
         client = sdk_client(self.az, "large", max_single_put_size=size + 1)
         client.create_container()
         for i in range(LARGE):
@@ -231,8 +231,9 @@ class GoBench:
             finally:
                 for plugin in plugins.values():
                     plugin.close_stdin()
+            per_ms = {name: [t * 1000 for t in values] for name, values in per.items()}
             self.row(f"one Open of a 4 KiB blob at a time, in {order} order (median of "
-                     "200 Opens per run)", "200 Opens", per)
+                     "200 Opens per run)", "200 Opens", per_ms, unit="ms")
 
     def put_alone(self) -> None:
         chunks = [random_block(MiB, 500 + i) for i in range(16)]

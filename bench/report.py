@@ -37,6 +37,8 @@ def fmt(value: float | None, unit: str = "") -> str:
         return f"{value:,.0f} {unit}".replace(",", " ")
     if unit == "s":
         return f"{value:.2f} s"
+    if unit == "ms":
+        return f"{value:.2f} ms"
     if unit == "MiB":
         return f"{value:.0f} MiB"
     return f"{value:g} {unit}".strip()
