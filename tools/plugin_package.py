@@ -52,6 +52,7 @@ STAMP = DIST / ".plugin-stamp"
 WORK = ROOT / "build" / "pyinstaller"
 MANIFEST = ROOT / "manifest.yaml"
 LAUNCHER_TEMPLATE = ROOT / "tools" / "launcher.sh"
+HOOKS = ROOT / "tools" / "pyinstaller-hooks"
 SCHEMAS = ROOT / "src" / "plakar_azblob" / "schemas"
 EXECUTABLE = "plakar-azblob"
 LAUNCHER = PLUGIN / EXECUTABLE
@@ -65,7 +66,9 @@ HIDDEN_IMPORTS = ["azure.identity"]
 # Never needed at run time; some would otherwise be pulled in by hooks or by
 # optional imports of the libraries.
 EXCLUDES = [
-    "grpc_tools", "pip", "setuptools", "pkg_resources", "_distutils_hack", "distutils",
+    # Not used; PyInstaller's run-time hook for it costs every start.
+    "multiprocessing",
+    "grpc", "grpc_tools", "pip", "setuptools", "pkg_resources", "_distutils_hack", "distutils",
     "PyInstaller", "_pyinstaller_hooks_contrib", "altgraph", "pytest", "_pytest", "pluggy",
     "iniconfig", "pygments", "mypy", "mypyc", "mypy_extensions", "librt", "ruff",
     "tests", "tkinter", "_tkinter", "turtle", "idlelib", "lib2to3", "pydoc_data",
@@ -144,7 +147,8 @@ def check_manifest_files(manifest: Path = MANIFEST) -> list[str]:
 # -- the build --
 
 def _inputs() -> list[Path]:
-    files = [ROOT / "pyproject.toml", MANIFEST, LAUNCHER_TEMPLATE, Path(__file__).resolve()]
+    files = [ROOT / "pyproject.toml", MANIFEST, LAUNCHER_TEMPLATE, Path(__file__).resolve(),
+             *sorted(p for p in HOOKS.rglob("*") if p.is_file())]
     for pkg in ("kloset_sdk", "plakar_azblob"):
         files += sorted(p for p in (ROOT / "src" / pkg).rglob("*")
                         if p.is_file() and "__pycache__" not in p.parts)
@@ -215,6 +219,8 @@ def pyinstaller_args(entry: Path) -> list[str]:
         str(entry), "--noconfirm", "--onedir", "--name", EXECUTABLE, "--log-level", "WARN",
         "--distpath", str(WORK / "dist"), "--workpath", str(WORK / "work"),
         "--specpath", str(WORK), "--paths", str(ROOT / "src"),
+        # Run-time hooks of our own (see tools/pyinstaller-hooks/rthooks.dat).
+        "--additional-hooks-dir", str(HOOKS),
         # The package's version (user agent) is read from its metadata.
         "--copy-metadata", "plakar-azblob",
     ]

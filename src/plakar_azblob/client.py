@@ -20,7 +20,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from . import __version__
-from .config import AzureConfig, connection_string_settings
+from .config import AzureConfig, connection_string_settings, parse_config
 from .errors import TokenError, token_reason
 
 # The Azure SDK logs every request's headers at INFO; plakar shows our stderr.
@@ -261,7 +261,23 @@ def preload() -> None:
     """Import what the Azure SDK and requests import only at their first request
     (for the fork server: its children then start with it all loaded)."""
     import importlib
+    import platform
 
     for name in ("azure.core.rest._requests_basic", "azure.core.rest._http_response_impl",
                  "encodings.utf_8_sig", "netrc", "shlex"):
         importlib.import_module(name)
+    # Computed once per process and cached: azure-core's user agent asks for the
+    # platform, which runs `uname -p` in a subprocess (3 ms).
+    platform.platform()
+    # A client for a made-up account (no request is made): the configuration's
+    # regular expressions compiled, the SDK's pipeline classes set up.
+    from .direct import DirectReader
+
+    key = "AAAA" * 11
+    cfg = parse_config({"location": "azblob://warm-up",
+                        "connection_string": f"AccountName=warmup;AccountKey={key};"
+                                             "BlobEndpoint=http://127.0.0.1:9/warmup;"},
+                       "importer")
+    client = container_client(cfg)
+    DirectReader.for_client(client, pool_size(cfg))
+    client.close()
