@@ -372,10 +372,24 @@ def test_change_during_a_big_download_fails(dataset: Dataset) -> None:
     record = by_path(scan(dataset.importer("volatile")))["/volatile/big-changing.bin"]
     assert record.opener is not None
     chunks = iter_chunks(record.opener())
-    next(chunks)
+    got = next(chunks)
     blob.upload_blob(b"2" * 12 * MiB, overwrite=True)
+    # The blob is streamed in one request: the service goes on sending the version
+    # the request started with. Either that version whole, or an error: never a mix.
+    try:
+        got += b"".join(chunks)
+    except ConnectorError as exc:
+        assert "changed or was deleted" in str(exc)
+    else:
+        assert got == b"1" * 12 * MiB
+    # A read that starts after the change fails.
+    importer = dataset.importer("volatile")
+    blob.upload_blob(b"3" * 12 * MiB, overwrite=True)
+    record = by_path(scan(importer))["/volatile/big-changing.bin"]
+    blob.upload_blob(b"4" * 12 * MiB, overwrite=True)
+    assert record.opener is not None
     with pytest.raises(ConnectorError, match="changed or was deleted"):
-        list(chunks)
+        list(iter_chunks(record.opener()))
 
 
 # -- prefix, options, errors --

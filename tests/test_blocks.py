@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import uuid
+from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
@@ -15,7 +16,8 @@ from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettin
 from azurite import Azurite
 
 from plakar_azblob.blocks import MAX_BLOCKS, block_size_for, upload_in_blocks
-from plakar_azblob.ranges import read_range, read_ranges
+from plakar_azblob.direct import BrokenRead
+from plakar_azblob.ranges import read_range, read_ranges, resumed
 
 MiB = 1024 * 1024
 
@@ -112,3 +114,51 @@ def test_ranges_fail_when_the_blob_changes(container: ContainerClient) -> None:
         list(chunks)
     with pytest.raises(ResourceModifiedError):
         read_ranges(fetch, 3 * MiB, range_size=MiB, max_concurrency=1)
+
+
+def _stream(data: bytes, start: int, piece: int, cut_at: int | None) -> Iterator[bytes]:
+    """``data`` from ``start`` in pieces, breaking (BrokenRead) after ``cut_at`` bytes."""
+    sent = 0
+    for i in range(start, len(data), piece):
+        if cut_at is not None and sent >= cut_at:
+            raise BrokenRead("cut")
+        yield data[i:i + piece]
+        sent += piece
+
+
+def test_a_broken_stream_resumes_where_it_stopped() -> None:
+    data = os.urandom(10 * 1000)
+    starts: list[int] = []
+
+    def again(offset: int) -> Iterator[bytes]:
+        starts.append(offset)
+        return _stream(data, offset, 1000, cut_at=3000)
+
+    out = b"".join(resumed(_stream(data, 0, 1000, cut_at=3000), len(data), again,
+                           lambda offset: iter(()), retries=5))
+    assert out == data and starts == [3000, 6000, 9000]
+    # Out of retries: the break is raised, after the bytes that came.
+    got = []
+    with pytest.raises(BrokenRead):
+        for piece in resumed(_stream(data, 0, 1000, cut_at=3000), len(data), again,
+                             lambda offset: iter(()), retries=1):
+            got.append(piece)
+    assert b"".join(got) == data[:6000]
+
+
+def test_a_stream_that_cannot_resume_ends_another_way() -> None:
+    data = os.urandom(5000)
+    rest_from: list[int] = []
+
+    def rest(offset: int) -> Iterator[bytes]:
+        rest_from.append(offset)
+        return iter([data[offset:]])
+
+    out = b"".join(resumed(_stream(data, 0, 1000, cut_at=2000), len(data),
+                           lambda offset: None, rest, retries=3))
+    assert out == data and rest_from == [2000]
+    # A stream that ends early, or runs long, is an error (the blob changed).
+    with pytest.raises(EOFError):
+        list(resumed(iter([data[:100]]), len(data), lambda o: None, rest, retries=3))
+    with pytest.raises(EOFError):
+        list(resumed(iter([data + b"x"]), len(data), lambda o: None, rest, retries=3))

@@ -21,6 +21,7 @@ None for them).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
@@ -35,6 +36,17 @@ from . import __version__
 
 CONNECT_TIMEOUT = 10.0  # seconds, as the SDK client's
 READ_TIMEOUT = 120.0
+
+
+class BrokenRead(OSError):
+    """A streamed read stopped before the end of the blob (the connection broke)."""
+
+
+@dataclass(frozen=True)
+class Streamed:
+    pieces: Iterator[bytes]
+    etag: str
+    size: int  # the whole blob's
 
 
 @dataclass(frozen=True)
@@ -91,10 +103,12 @@ class DirectReader:
         response = self._get(f"{self._base}/{quote(name, safe='~/')}{self._query}", headers)
         if response is None:
             return None
+        complete = False
         try:
             if response.status != (206 if length is not None else 200):
                 return None
             data = response.read(decode_content=False)
+            complete = True
             got = response.headers.get("ETag", "")
             if length is not None and (len(data) > length
                                        or (len(data) < length and not shorter)):
@@ -106,7 +120,44 @@ class DirectReader:
         except Exception:
             return None
         finally:
-            response.release_conn()
+            _release(response, complete)
+
+    def stream(self, name: str, offset: int, etag: str | None, chunk: int) -> Streamed | None:
+        """Blob ``name`` from ``offset`` to its end, as it arrives, in pieces of at most
+        ``chunk`` bytes, if it still has ``etag`` (when given); None if the answer is
+        anything but that. One request streamed (as the official package reads a
+        blob): the emulator (Azurite) serves it about four times as fast as ranged
+        requests, and hashes nothing. A connection that breaks raises
+        :class:`BrokenRead` from the iterator after the bytes that did arrive."""
+        headers = {"If-Match": etag} if etag is not None else {}
+        if offset:
+            headers["x-ms-range"] = f"bytes={offset}-"
+        response = self._get(f"{self._base}/{quote(name, safe='~/')}{self._query}", headers)
+        if response is None:
+            return None
+        got = response.headers.get("ETag", "")
+        length = response.headers.get("Content-Length", "")
+        if response.status != (206 if offset else 200) or not length.isdigit() or (
+                etag is not None and got.strip('"') != etag.strip('"')):
+            _release(response, False)
+            return None
+        return Streamed(self._pieces(response, chunk), got, offset + int(length))
+
+    @staticmethod
+    def _pieces(response: Any, chunk: int) -> Iterator[bytes]:
+        complete = False
+        try:
+            while True:
+                try:
+                    piece = response.read(chunk, decode_content=False)
+                except Exception as exc:
+                    raise BrokenRead(str(exc)) from None
+                if not piece:
+                    complete = True
+                    return
+                yield piece
+        finally:
+            _release(response, complete)
 
     def list_page(self, prefix: str | None, marker: str | None, page_size: int | None = None,
                   metadata: bool = True) -> bytes | None:
@@ -121,12 +172,15 @@ class DirectReader:
         response = self._get(f"{self._base}?{query}{sas}", {})
         if response is None:
             return None
+        page = None
         try:
-            return response.read(decode_content=True) if response.status == 200 else None
+            if response.status == 200:
+                page = response.read(decode_content=True)
+            return page
         except Exception:
             return None
         finally:
-            response.release_conn()
+            _release(response, page is not None)
 
     def _get(self, url: str, headers: dict[str, str]) -> Any:
         """The response to a GET of ``url``, signed; None if it could not be made."""
@@ -147,6 +201,20 @@ class DirectReader:
 
 
 _MISSING = object()
+
+
+def _release(response: Any, complete: bool) -> None:
+    """Give the connection back to the pool, or close it if its answer was not read to
+    the end (error bodies are small: read them; a body left half-read never is)."""
+    if not complete and response.status not in (200, 206):
+        try:
+            response.read(64 * 1024)
+            complete = response.isclosed() or not response.length_remaining
+        except Exception:
+            complete = False
+    if not complete:
+        response.close()
+    response.release_conn()
 
 
 def _total(content_range: str | None, length: int) -> int | None:

@@ -24,6 +24,37 @@ from azure.storage.blob import BlobClient
 Fetch = Callable[[int, int], bytes]
 
 
+def resumed(first: Iterator[bytes], size: int, again: Callable[[int], Iterator[bytes] | None],
+            rest: Callable[[int], Iterator[bytes]], retries: int) -> Iterator[bytes]:
+    """A blob of ``size`` bytes read as one stream (``first``): when the connection
+    breaks (``BrokenRead``), ``again(offset)`` streams it from where it stopped, at
+    most ``retries`` times in all; when it cannot (None), ``rest(offset)`` gives the
+    rest another way. Never more nor fewer than ``size`` bytes."""
+    from .direct import BrokenRead
+
+    offset, failures = 0, 0
+    pieces: Iterator[bytes] | None = first
+    while offset < size:
+        if pieces is None:
+            yield from rest(offset)
+            return
+        try:
+            for piece in pieces:
+                if offset + len(piece) > size:
+                    raise EOFError("the blob is longer than it was")
+                offset += len(piece)
+                yield piece
+        except BrokenRead:
+            failures += 1
+            if failures > retries:
+                raise
+        else:
+            if offset < size:
+                raise EOFError(f"got {offset} bytes instead of {size}")
+            return
+        pieces = again(offset)
+
+
 def read_range(blob: BlobClient, etag: str | None, offset: int, length: int) -> bytes:
     """``length`` bytes from ``offset`` through the Azure SDK, provided the blob
     still has ``etag`` (when given)."""

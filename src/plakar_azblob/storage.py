@@ -7,10 +7,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from functools import partial
 from typing import Any, NoReturn
 
+from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobClient, ContainerClient, StandardBlobTier
 
 from kloset_sdk import (
+    CHUNK_SIZE,
     AlreadyExistsError,
     ConnectorError,
     IncomingContent,
@@ -26,12 +28,12 @@ from kloset_sdk import (
 
 from . import layout, paths
 from .blocks import upload_in_blocks
-from .client import account_url, container_client, pool_size
+from .client import READ_RETRIES, account_url, container_client, pool_size
 from .config import parse_config, sas_permissions
 from .direct import DirectReader
 from .errors import translate
 from .listing import list_names
-from .ranges import read_range, read_ranges
+from .ranges import read_range, read_ranges, resumed
 
 # Resources the ``tier`` option applies to (unless flagged HOT): the bulk data.
 TIERED = (Resource.PACKFILE, Resource.ECC_PACKFILE)
@@ -240,12 +242,16 @@ class AzureStore(Store):
             if range is not None and range.length == 0:
                 blob.get_blob_properties()  # still fail on a missing object
                 return []
+            direct = self.direct
+            if range is None and direct is not None:
+                whole = self._streamed(direct, name, blob)
+                if whole is not None:
+                    return self._chunks(whole, what)
             offset = range.offset if range is not None else 0
             # The first block (or the whole range), directly if possible. A missing
             # object, or any other surprise, is asked again through the Azure SDK,
             # which says what went wrong.
             length = min(range.length, block) if range is not None else block
-            direct = self.direct
             answer = direct.read(name, offset, length, shorter=True) \
                 if direct is not None else None
             if answer is None:
@@ -265,6 +271,26 @@ class AzureStore(Store):
                 max_concurrency=self.cfg.max_concurrency, first=first), what)
         except Exception as exc:
             self._fail(exc, what)
+
+    def _streamed(self, direct: DirectReader, name: str,
+                  blob: BlobClient) -> Iterator[bytes] | None:
+        """The whole object, streamed by one request (resumed if the connection breaks,
+        from the same version); None if the direct path cannot start it."""
+        first = direct.stream(name, 0, None, CHUNK_SIZE)
+        if first is None:
+            return None
+        etag = first.etag
+
+        def again(at: int) -> Iterator[bytes] | None:
+            more = direct.stream(name, at, etag, CHUNK_SIZE)
+            return more.pieces if more is not None else None
+
+        def rest(at: int) -> Iterator[bytes]:
+            return iter(blob.download_blob(offset=at, etag=etag,
+                                           match_condition=MatchConditions.IfNotModified
+                                           ).chunks())
+
+        return resumed(first.pieces, first.size, again, rest, READ_RETRIES)
 
     def _fetch(self, name: str, etag: str | None, base: int, offset: int,
                length: int) -> bytes:
