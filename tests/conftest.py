@@ -12,6 +12,16 @@ from azurite import Azurite, start_azurite
 from plakar_env import PlakarEnv
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _stop_fork_servers() -> Iterator[None]:
+    """The development package's connectors start a fork server (kloset_sdk.forkserver),
+    shared by the whole session: stopped at its end, like plakar's cache daemon."""
+    yield
+    from kloset_sdk import forkserver
+
+    forkserver.stop_servers("plakar-azblob")
+
+
 @pytest.fixture(scope="session")
 def azurite() -> Iterator[Azurite]:
     server = start_azurite()
