@@ -5,6 +5,10 @@ stdio pipes, as plakar drives it) against the Azure SDK downloading the same
 blobs at the same concurrency; then ``plakar backup @src`` against ``plakar
 backup`` of the same files on local disk. Then a second backup of the
 unchanged small-blob container through a counting proxy.
+
+Each measure is also taken with the official Go package (its importer
+binary driven the same way, or the package installed in a second plakar
+home with the same sources), interleaved with ours: the rows' Go figure.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from common import (
     alternate,
     count,
     cpu_note,
+    go_ready,
     human,
     random_block,
     scaled,
@@ -32,6 +37,7 @@ from common import (
     timed,
     watched,
 )
+from go_package import go_binary
 from harness import ImporterRun, SplicePlugin, plugin_argv
 from proxy import CountingProxy
 from report import Report
@@ -103,6 +109,14 @@ class SourceBench:
         self.report = report
         self.az = start_azurite()
         self.pk = BenchPlakar()
+        # The official Go package in a plakar home of its own (same sources, same data).
+        self.go: BenchPlakar | None = None
+        try:
+            if go_ready(report.notes):
+                self.go = BenchPlakar(go=True)
+        except BaseException:
+            self.close()
+            raise
         self.work = self.pk.root / "work"
         self.work.mkdir()
         self._stores = 0
@@ -110,13 +124,16 @@ class SourceBench:
     def close(self) -> None:
         try:
             self.pk.stop()
+            if self.go is not None:
+                self.go.stop()
         finally:
             self.az.stop()
 
-    def store(self) -> str:
+    def store(self, pk: BenchPlakar | None = None) -> str:
+        """A fresh local store, made by ``pk`` (ours by default)."""
         self._stores += 1
         path = self.work / f"store-{self._stores}"
-        self.pk.plakar("at", str(path), "create")
+        (pk or self.pk).plakar("at", str(path), "create")
         return str(path)
 
     def config(self, container: str, endpoint: str | None = None) -> dict[str, str]:
@@ -126,16 +143,22 @@ class SourceBench:
         return {"location": f"azblob://{container}", "connection_string": cs}
 
     def add_source(self, name: str, container: str, endpoint: str | None = None) -> None:
+        """Source ``name`` in ours' plakar home and in the Go package's."""
         cfg = self.config(container, endpoint)
-        self.pk.plakar("source", "add", name, cfg["location"],
-                       f"connection_string={cfg['connection_string']}")
+        for pk in (self.pk, self.go):
+            if pk is not None:
+                pk.plakar("source", "add", name, cfg["location"],
+                          f"connection_string={cfg['connection_string']}")
 
     # -- plugin alone vs SDK --
 
     def plugin_vs_sdk(self, section: str, what: str, size: str, container: str,
                       total_bytes: int, blobs: int, unit: str) -> None:
         plugin = SplicePlugin(plugin_argv("importer"))
+        go: SplicePlugin | None = None
         try:
+            if self.go is not None:  # the Go package's importer (no argument), driven alike
+                go = SplicePlugin([str(go_binary("importer"))])
             run = ImporterRun(plugin.channel, self.config(container), CONCURRENCY)
             run.init()
             sdk = sdk_container(self.az, container)
@@ -147,22 +170,40 @@ class SourceBench:
             def via_sdk() -> None:
                 assert sdk_download_all(sdk, CONCURRENCY) == (blobs, total_bytes)
 
+            fns = {"plugin": via_plugin, "sdk": via_sdk}
+            pids = {"plugin": plugin.proc.pid, "bench (client)": os.getpid(),
+                    "Azurite": self.az.process.pid}
+            if go is not None:
+                go_run = ImporterRun(go.channel, self.config(container), CONCURRENCY)
+                go_run.init()
+
+                def via_go() -> None:
+                    files, received = go_run.run()
+                    assert (files, received) == (blobs, total_bytes), (files, received)
+
+                fns["Go"] = via_go
+                pids["Go plugin"] = go.proc.pid
             if unit == "MiB/s":
                 via_plugin()  # warm-up: connections, caches, Azurite's JIT
+                if go is not None:
+                    via_go()
             cpu: dict[str, dict[str, float]] = {}
-            times = alternate(RUNS[unit], cpu=cpu, pids={
-                "plugin": plugin.proc.pid, "bench (client)": os.getpid(),
-                "Azurite": self.az.process.pid}, plugin=via_plugin, sdk=via_sdk)
-            self.report.notes.append(cpu_note(f"{section} {what}, importer alone vs SDK", cpu))
+            times = alternate(RUNS[unit], cpu=cpu, pids=pids, **fns)
+            self.report.notes.append(cpu_note(f"{section} {what}, importer alone vs SDK"
+                                              + (" and Go" if go is not None else ""), cpu))
             run.close()
+            if go is not None:
+                go_run.close()
         finally:
             plugin.close_stdin()
+            if go is not None:
+                go.close_stdin()
         scale = (total_bytes / MiB) if unit == "MiB/s" else blobs
         p, s = statistics.median(times["plugin"]), statistics.median(times["sdk"])
         self.report.ratio_row(
             section, f"{what}: importer alone (Import + {CONCURRENCY} concurrent Opens)", size,
             scale / p, unit, f"Azure SDK, list + {CONCURRENCY} concurrent downloads", scale / s,
-            PLUGIN_GOAL, runs=times)
+            PLUGIN_GOAL, runs=times, go_value=_speed(scale, times.get("Go")))
 
     def plakar_vs_local(self, section: str, what: str, size: str, source: str, local: Path,
                         total_bytes: int, blobs: int, unit: str) -> str:
@@ -170,7 +211,7 @@ class SourceBench:
         azblob snapshot's store."""
         times: dict[str, list[float]] = {"plugin": [], "local": []}
         store = ""
-        peak = 0
+        peak = go_peak = 0
         notes = self.report.notes
         az = self.az.process.pid
         for _ in range(PLAKAR_RUNS):
@@ -183,12 +224,21 @@ class SourceBench:
             t, _, _ = watched(self.pk, notes, f"{section} {what}: plakar backup of the local "
                               "copy", "at", local_store, "backup", str(local), azurite=az)
             times["local"].append(t)
+            if self.go is not None:
+                t, mem, _ = watched(self.go, notes, f"{section} {what}: plakar backup "
+                                    f"@{source}, Go package", "at", self.store(self.go),
+                                    "backup", f"@{source}", azurite=az)
+                times.setdefault("Go", []).append(t)
+                go_peak = max(go_peak, mem.peak("importer"))
         scale = (total_bytes / MiB) if unit == "MiB/s" else blobs
         p, r = statistics.median(times["plugin"]), statistics.median(times["local"])
+        note = f"importer peak RSS {peak / MiB:.0f} MiB"
+        if go_peak:
+            note += f"; Go's {go_peak / MiB:.0f} MiB"
         self.report.ratio_row(
             section, f"{what}: `plakar backup @src`", size, scale / p, unit,
             "`plakar backup` of the same files on local disk", scale / r, PLAKAR_GOAL,
-            runs=times, note=f"importer peak RSS {peak / MiB:.0f} MiB")
+            runs=times, note=note, go_value=_speed(scale, times.get("Go")))
         return store
 
 
@@ -224,9 +274,16 @@ def run_small(report: Report) -> None:
         # attributes, each read through an Open of its own); local files have none.
         t, _, _ = watched(b.pk, b.report.notes, "3 plakar backup -no-xattr @small", "at",
                           b.store(), "backup", "-no-xattr", "@small", azurite=b.az.process.pid)
-        b.report.add(_row("3", "small blobs: `plakar backup -no-xattr @src` (for comparison)",
-                          label, count_ / t, "blobs/s", "", None, "", None,
-                          "the blobs' properties not read as extended attributes"))
+        t_go = None
+        if b.go is not None:
+            t_go, _, _ = watched(b.go, b.report.notes, "3 plakar backup -no-xattr @small, Go "
+                                 "package", "at", b.store(b.go), "backup", "-no-xattr", "@small",
+                                 azurite=b.az.process.pid)
+        row = _row("3", "small blobs: `plakar backup -no-xattr @src` (for comparison)",
+                   label, count_ / t, "blobs/s", "", None, "", None,
+                   "the blobs' properties not read as extended attributes")
+        row.go_value = count_ / t_go if t_go else None
+        b.report.add(row)
         incremental(b, label, count_)
     finally:
         b.close()
@@ -237,12 +294,18 @@ def incremental(b: SourceBench, label: str, count_: int) -> None:
     one listing. Both backups go through a counting proxy (same endpoint, so plakar
     sees the same origin and finds the first snapshot)."""
     proxy = CountingProxy(b.az.port)
+    go: dict[str, Any] = {}  # the Go package's figures, each taken right after ours
     try:
         endpoint = proxy.endpoint(ACCOUNT)
         b.add_source("smallp", "small", endpoint)
         store = b.store()
         b.pk.plakar("at", store, "backup", "@smallp")
         first = proxy.snapshot()
+        if b.go is not None:
+            go_store = b.store(b.go)
+            proxy.reset()
+            b.go.plakar("at", go_store, "backup", "@smallp")
+            go["first"] = proxy.snapshot()
         listing_client = sdk_container(b.az, "small", endpoint)
 
         def bare_listing() -> None:
@@ -254,26 +317,53 @@ def incremental(b: SourceBench, label: str, count_: int) -> None:
                              "backup", "@smallp", azurite=b.az.process.pid)
         second = proxy.snapshot()
         snapshot_id(proc)
+        if b.go is not None:
+            proxy.reset()
+            go["t"], _, proc = watched(b.go, b.report.notes, "4 incremental backup, Go package",
+                                       "at", go_store, "backup", "@smallp",
+                                       azurite=b.az.process.pid)
+            go["second"] = proxy.snapshot()
+            snapshot_id(proc)
         proxy.reset()
         t_nx, _ = timed(lambda: b.pk.plakar("at", store, "backup", "-no-xattr", "@smallp"))
         second_nx = proxy.snapshot()
+        if b.go is not None:
+            proxy.reset()
+            go["t_nx"], _ = timed(lambda: b.go.plakar("at", go_store, "backup", "-no-xattr",
+                                                      "@smallp"))
+            go["second_nx"] = proxy.snapshot()
     finally:
         proxy.close()
     listing = statistics.median(listings)
     gets = second["requests"].get("get_blob", 0)
     content = second["response_bytes"].get("get_blob", 0)
-    b.report.add(_row("4", "incremental backup: GET blob requests (content bytes)", label,
-                      gets, "requests", "first backup",
-                      first["requests"].get("get_blob", 0), "= 0", gets == 0,
-                      f"{content} content bytes; {second['requests'].get('list', 0)} list "
-                      f"requests (plakar lists twice: one importer only counts)"))
+    note = (f"{content} content bytes; {second['requests'].get('list', 0)} list "
+            f"requests (plakar lists twice: one importer only counts)")
+    row = _row("4", "incremental backup: GET blob requests (content bytes)", label,
+               gets, "requests", "first backup",
+               first["requests"].get("get_blob", 0), "= 0", gets == 0, note)
+    if go:
+        row.go_value = go["second"]["requests"].get("get_blob", 0)
+        row.note += (f"; Go: {go['second']['response_bytes'].get('get_blob', 0)} content "
+                     f"bytes, {go['first']['requests'].get('get_blob', 0)} GET blob on its "
+                     "first backup")
+    b.report.add(row)
     b.report.ratio_row("4", "incremental backup: time vs a bare listing", label, t, "s",
                        "bare listing (Azure SDK, with metadata)", listing, 1.5, higher=False,
-                       note="ratio = backup / listing")
-    b.report.add(_row("4", "incremental backup -no-xattr (for comparison)", label, t_nx, "s",
-                      "bare listing (Azure SDK, with metadata)", listing, "", None,
-                      f"{second_nx['requests'].get('get_blob', 0)} GET blob; plakar re-reads "
-                      "every extended attribute on each backup (never cached)"))
+                       note="ratio = backup / listing", go_value=go.get("t"))
+    row = _row("4", "incremental backup -no-xattr (for comparison)", label, t_nx, "s",
+               "bare listing (Azure SDK, with metadata)", listing, "", None,
+               f"{second_nx['requests'].get('get_blob', 0)} GET blob; plakar re-reads "
+               "every extended attribute on each backup (never cached)")
+    if go:
+        row.go_value = go["t_nx"]
+        row.note += f"; Go: {go['second_nx']['requests'].get('get_blob', 0)} GET blob"
+    b.report.add(row)
+
+
+def _speed(scale: float, times: list[float] | None) -> float | None:
+    """``scale`` / the median of ``times`` (the Go package's runs), if any."""
+    return scale / statistics.median(times) if times else None
 
 
 def _row(section: str, what: str, size: str, value: float, unit: str, reference: str,

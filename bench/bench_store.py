@@ -6,6 +6,11 @@ local one is also restored into a container (``-to @dst``). Then each
 connector alone against the Azure SDK doing the same transfers: the store's
 Put and Get of the packfiles plakar wrote, and the exporter's uploads of
 the directory's files.
+
+Each measure is also taken with the official Go package (a store and a
+destination of its own, made in a second plakar home; its storage and
+exporter binaries driven like ours), interleaved with ours: the rows' Go
+figure.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from common import (
     MiB,
     alternate,
     cpu_note,
+    go_ready,
     human,
     random_block,
     remove_tree,
@@ -31,6 +37,7 @@ from common import (
     watched,
     write_file,
 )
+from go_package import go_binary
 from harness import SplicePlugin, StoreClient, export_files, plugin_argv
 from report import Report, Row
 
@@ -72,12 +79,22 @@ class StoreBench:
         self.report = report
         self.az = start_azurite()
         self.pk = BenchPlakar()
+        # The official Go package in a plakar home of its own (same data, same Azurite).
+        self.go: BenchPlakar | None = None
+        try:
+            if go_ready(report.notes):
+                self.go = BenchPlakar(go=True)
+        except BaseException:
+            self.close()
+            raise
         self.work = self.pk.root / "work"
         self.work.mkdir()
 
     def close(self) -> None:
         try:
             self.pk.stop()
+            if self.go is not None:
+                self.go.stop()
         finally:
             self.az.stop()
 
@@ -85,9 +102,11 @@ class StoreBench:
         cs = self.az.connection_string
         return cs.replace(self.az.endpoint, endpoint) if endpoint else cs
 
-    def add(self, kind: str, name: str, container: str, endpoint: str | None = None) -> None:
-        self.pk.plakar(kind, "add", name, f"azblob://{container}",
-                       f"connection_string={self.cs(endpoint)}")
+    def add(self, kind: str, name: str, container: str, endpoint: str | None = None,
+            pk: BenchPlakar | None = None) -> None:
+        """A store, source or destination in ``pk``'s plakar home (ours by default)."""
+        (pk or self.pk).plakar(kind, "add", name, f"azblob://{container}",
+                               f"connection_string={self.cs(endpoint)}")
 
 
 def run(report: Report) -> None:
@@ -111,6 +130,10 @@ def _run(b: StoreBench) -> None:
     b.pk.plakar("at", "@azstore", "create")
     local_store = str(b.work / "local-store")
     b.pk.plakar("at", local_store, "create")
+    go = b.go
+    if go is not None:  # the Go package's store: a container of its own
+        b.add("store", "azstore", "kstore-go", pk=go)
+        go.plakar("at", "@azstore", "create")
     notes, az = report.notes, b.az.process.pid
     t_az, mem, proc = watched(b.pk, notes, "5 plakar at @azstore backup", "at", "@azstore",
                               "backup", str(src), azurite=az)
@@ -118,11 +141,20 @@ def _run(b: StoreBench) -> None:
     t_fs, _, proc = watched(b.pk, notes, "5 plakar backup into a local store", "at",
                             local_store, "backup", str(src), azurite=az)
     fs_snap = snapshot_id(proc)
+    t_go: dict[str, float] = {}  # the Go package's times, each taken right after ours
+    go_note = ""
+    if go is not None:
+        t_go["backup"], gmem, proc = watched(go, notes, "5 plakar at @azstore backup, Go "
+                                             "package", "at", "@azstore", "backup", str(src),
+                                             azurite=az)
+        go_snap = snapshot_id(proc)
+        go_note = f"; Go's {gmem.peak('storage') / MiB:.0f} MiB"
     mib = total / MiB
     report.ratio_row("5", "`plakar at @azstore backup` (storage connector)", label,
                      mib / t_az, "MiB/s", "same backup into a local store", mib / t_fs,
-                     PLAKAR_GOAL, runs={"plugin": [t_az], "local": [t_fs]},
-                     note=f"storage peak RSS {mem.peak('storage') / MiB:.0f} MiB")
+                     PLAKAR_GOAL, runs=_runs({"plugin": [t_az], "local": [t_fs]}, t_go, "backup"),
+                     note=f"storage peak RSS {mem.peak('storage') / MiB:.0f} MiB{go_note}",
+                     go_value=_speed(mib, t_go, "backup"))
 
     # -- restores: from @azstore and from the local store, to local disk --
     out_az, out_fs = b.work / "restore-az", b.work / "restore-fs"
@@ -132,24 +164,45 @@ def _run(b: StoreBench) -> None:
                           local_store, "restore", "-to", str(out_fs), fs_snap, azurite=az)
     remove_tree(out_az)
     remove_tree(out_fs)
+    if go is not None:
+        out_go = b.work / "restore-go"
+        t_go["restore"], gmem, _ = watched(go, notes, "5 plakar at @azstore restore, Go "
+                                           "package", "at", "@azstore", "restore", "-to",
+                                           str(out_go), go_snap, azurite=az)
+        remove_tree(out_go)
+        go_note = f"; Go's {gmem.peak('storage') / MiB:.0f} MiB"
     report.ratio_row("5", "`plakar at @azstore restore` to local disk", label, mib / t_raz,
                      "MiB/s", "same restore from a local store", mib / t_rfs, PLAKAR_GOAL,
-                     runs={"plugin": [t_raz], "local": [t_rfs]},
-                     note=f"storage peak RSS {mem.peak('storage') / MiB:.0f} MiB")
+                     runs=_runs({"plugin": [t_raz], "local": [t_rfs]}, t_go, "restore"),
+                     note=f"storage peak RSS {mem.peak('storage') / MiB:.0f} MiB{go_note}",
+                     go_value=_speed(mib, t_go, "restore"))
 
     # -- 6. restore of the local snapshot into a container vs to local disk --
     b.add("destination", "dst", "restored")
+    if go is not None:
+        # The Go package restores the same local snapshot into a container of its own,
+        # which it does not create (its exporter uploads into an existing container).
+        sdk_store_client(b.az, "restored-go").create_container()
+        b.add("destination", "dst", "restored-go", pk=go)
+        go.plakar("at", local_store, "ls")  # its own cache of the store, out of the timing
     t_dst, mem, _ = watched(b.pk, notes, "6 plakar restore -to @dst", "at", local_store,
                             "restore", "-to", "@dst", fs_snap, azurite=az)
     out_fs2 = b.work / "restore-fs2"
     t_rfs2, _, _ = watched(b.pk, notes, "6 plakar restore to local disk", "at", local_store,
                            "restore", "-to", str(out_fs2), fs_snap, azurite=az)
     remove_tree(out_fs2)
+    if go is not None:
+        t_go["dst"], gmem, _ = watched(go, notes, "6 plakar restore -to @dst, Go package", "at",
+                                       local_store, "restore", "-to", "@dst", fs_snap,
+                                       azurite=az)
+        go_note = f"; Go's {gmem.peak('exporter') / MiB:.0f} MiB"
     t_local = statistics.median([t_rfs, t_rfs2])
     report.ratio_row("6", "`plakar restore -to @dst` (destination connector)", label,
                      mib / t_dst, "MiB/s", "same restore to local disk", mib / t_local,
-                     PLAKAR_GOAL, runs={"plugin": [t_dst], "local": [t_rfs, t_rfs2]},
-                     note=f"exporter peak RSS {mem.peak('exporter') / MiB:.0f} MiB")
+                     PLAKAR_GOAL,
+                     runs=_runs({"plugin": [t_dst], "local": [t_rfs, t_rfs2]}, t_go, "dst"),
+                     note=f"exporter peak RSS {mem.peak('exporter') / MiB:.0f} MiB{go_note}",
+                     go_value=_speed(mib, t_go, "dst"))
 
     # -- 5. the storage connector alone: Put and Get of the packfiles plakar wrote --
     kstore = sdk_store_client(b.az, "kstore")
@@ -164,6 +217,20 @@ def _run(b: StoreBench) -> None:
 
     # -- why uploads are slow here: Azurite's Put Block --
     azurite_put_block(b, chunks)
+
+
+def _runs(runs: dict[str, list[float]], go: dict[str, float], key: str) -> dict[str, list[float]]:
+    """``runs`` with the Go package's time for ``key``, if it was measured."""
+    return {**runs, "Go": [go[key]]} if key in go else runs
+
+
+def _speed(scale: float, go: dict[str, float] | dict[str, list[float]],
+           key: str) -> float | None:
+    """``scale`` / the Go package's (median) time for ``key``, if it was measured."""
+    if key not in go:
+        return None
+    t = go[key]
+    return scale / (statistics.median(t) if isinstance(t, list) else t)
 
 
 def azurite_put_block(b: StoreBench, chunks: list[bytes]) -> None:
@@ -199,10 +266,19 @@ def store_alone(b: StoreBench, packs: list[tuple[str, int]], pack_bytes: int, la
     macs = [bytes.fromhex(name.rsplit("/", 1)[-1]) for name, _ in packs]
     sizes = [size for _, size in packs]
     plugin = SplicePlugin(plugin_argv("storage"))
+    go: SplicePlugin | None = None
     try:
+        if b.go is not None:
+            go = SplicePlugin([str(go_binary("storage"))])
         client = StoreClient(plugin.channel, {"location": "azblob://putbench",
                                               "connection_string": b.cs()})
         client.stub.Create(client.pb.CreateRequest(config=b"bench"), timeout=60)
+        if go is not None:
+            # The Go store needs a Create (or Open) before Put/Get (it has no client
+            # before): a prefix of its own in the same container.
+            go_client = StoreClient(go.channel, {"location": "azblob://putbench/go",
+                                                 "connection_string": b.cs()})
+            go_client.stub.Create(go_client.pb.CreateRequest(config=b"bench"), timeout=60)
         sdk = sdk_store_client(b.az, "sdkbench")
         sdk.create_container()
         joined = b"".join(chunks)
@@ -239,16 +315,35 @@ def store_alone(b: StoreBench, packs: list[tuple[str, int]], pack_bytes: int, la
 
         pids = {"plugin": plugin.proc.pid, "bench (client)": os.getpid(),
                 "Azurite": b.az.process.pid}
+        put_fns = {"plugin": put_plugin, "sdk": put_sdk}
+        get_fns = {"plugin": get_plugin, "sdk": get_sdk}
+        if go is not None:
+            def put_go() -> None:
+                with ThreadPoolExecutor(CONCURRENCY) as pool:
+                    written = sum(pool.map(lambda ms: go_client.put(ms[0], ms[1], chunks),
+                                           zip(macs, sizes, strict=True)))
+                assert written == pack_bytes
+
+            def get_go() -> None:
+                with ThreadPoolExecutor(CONCURRENCY) as pool:
+                    assert sum(pool.map(go_client.get, macs)) == pack_bytes
+
+            put_fns["Go"], get_fns["Go"] = put_go, get_go
+            pids["Go plugin"] = go.proc.pid
         cpu_put: dict[str, dict[str, float]] = {}
         cpu_get: dict[str, dict[str, float]] = {}
-        puts = alternate(RUNS, cpu=cpu_put, pids=pids, plugin=put_plugin, sdk=put_sdk)
+        puts = alternate(RUNS, cpu=cpu_put, pids=pids, **put_fns)
         # Gets are quick and Azurite's CPU for them varies a lot between runs: more runs.
-        gets = alternate(GET_RUNS, cpu=cpu_get, pids=pids, plugin=get_plugin, sdk=get_sdk)
+        gets = alternate(GET_RUNS, cpu=cpu_get, pids=pids, **get_fns)
         b.report.notes.append(cpu_note("5 storage connector alone, Put", cpu_put))
         b.report.notes.append(cpu_note("5 storage connector alone, Get", cpu_get))
         client.close()
+        if go is not None:
+            go_client.close()
     finally:
         plugin.close_stdin()
+        if go is not None:
+            go.close_stdin()
     mib = pack_bytes / MiB
     for what, times, ref in (("Put", puts, "SDK upload_blob (4 MiB blocks)"),
                              ("Get", gets, "SDK download_blob")):
@@ -256,7 +351,8 @@ def store_alone(b: StoreBench, packs: list[tuple[str, int]], pack_bytes: int, la
             "5", f"storage connector alone: {what} of plakar's packfiles, "
             f"{CONCURRENCY} at a time", label, mib / statistics.median(times["plugin"]),
             "MiB/s", f"{ref}, same objects and concurrency",
-            mib / statistics.median(times["sdk"]), PLUGIN_GOAL, runs=times)
+            mib / statistics.median(times["sdk"]), PLUGIN_GOAL, runs=times,
+            go_value=_speed(mib, times, "Go"))
 
 
 def exporter_alone(b: StoreBench, files: list[tuple[str, int]], total: int, label: str,
@@ -267,10 +363,18 @@ def exporter_alone(b: StoreBench, files: list[tuple[str, int]], total: int, labe
     joined = b"".join(chunks)
 
     plugin = SplicePlugin(plugin_argv("exporter"))
+    go: SplicePlugin | None = None
 
     def via_plugin() -> None:
         n = export_files(plugin.channel, {"location": "azblob://exported",
                                           "connection_string": b.cs()},
+                         CONCURRENCY, paths, chunks)
+        assert n == len(paths), n
+
+    def via_go() -> None:
+        assert go is not None
+        n = export_files(go.channel, {"location": "azblob://exported-go",
+                                      "connection_string": b.cs()},
                          CONCURRENCY, paths, chunks)
         assert n == len(paths), n
 
@@ -284,16 +388,26 @@ def exporter_alone(b: StoreBench, files: list[tuple[str, int]], total: int, labe
             list(pool.map(one, paths))
 
     cpu: dict[str, dict[str, float]] = {}
+    fns = {"plugin": via_plugin, "sdk": via_sdk}
+    pids = {"plugin": plugin.proc.pid, "bench (client)": os.getpid(),
+            "Azurite": b.az.process.pid}
     try:
-        times = alternate(RUNS, cpu=cpu, pids={
-            "plugin": plugin.proc.pid, "bench (client)": os.getpid(),
-            "Azurite": b.az.process.pid}, plugin=via_plugin, sdk=via_sdk)
+        if b.go is not None:
+            go = SplicePlugin([str(go_binary("exporter"))])
+            # The Go exporter does not create a missing container: made here first.
+            sdk_store_client(b.az, "exported-go").create_container()
+            fns["Go"] = via_go
+            pids["Go plugin"] = go.proc.pid
+        times = alternate(RUNS, cpu=cpu, pids=pids, **fns)
     finally:
         plugin.close_stdin()
+        if go is not None:
+            go.close_stdin()
     b.report.notes.append(cpu_note("6 exporter alone", cpu))
     mib = total / MiB
     b.report.ratio_row(
         "6", f"exporter alone: Export of the files, {CONCURRENCY} at a time", label,
         mib / statistics.median(times["plugin"]), "MiB/s",
         "SDK upload_blob (4 MiB blocks), same files and concurrency",
-        mib / statistics.median(times["sdk"]), PLUGIN_GOAL, runs=times)
+        mib / statistics.median(times["sdk"]), PLUGIN_GOAL, runs=times,
+        go_value=_speed(mib, times, "Go"))

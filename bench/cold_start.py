@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -151,11 +151,12 @@ def fresh_install(launcher: Path = PACKAGED) -> Iterator[Path]:
         yield copy
 
 
-def first_and_later(kind: str, first: int, later: int,
-                    launcher: Path = PACKAGED) -> tuple[list[tuple[float, float]],
-                                                        list[tuple[float, float]]]:
+def first_and_later(kind: str, first: int, later: int, launcher: Path = PACKAGED,
+                    between: Callable[[], object] | None = None,
+                    ) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
     """``first`` first runs (each in a fresh install: extraction included), then
-    ``later`` runs of the last install (runtime already extracted)."""
+    ``later`` runs of the last install (runtime already extracted); ``between`` (if
+    given) is called after each later run, untimed (another contender, interleaved)."""
     firsts: list[tuple[float, float]] = []
     laters: list[tuple[float, float]] = []
     for i in range(first):
@@ -163,7 +164,10 @@ def first_and_later(kind: str, first: int, later: int,
             firsts.append(cold_start(exe, kind))
             if i == first - 1:
                 cold_start(exe, kind)  # the first of the later runs warms the page cache
-                laters = [cold_start(exe, kind) for _ in range(later)]
+                for _ in range(later):
+                    laters.append(cold_start(exe, kind))
+                    if between is not None:
+                        between()
     return firsts, laters
 
 

@@ -30,6 +30,7 @@ from azblob_package import install_azblob  # noqa: E402
 from azure.storage.blob import BlobServiceClient, ContainerClient  # noqa: E402
 from azurite import Azurite  # noqa: E402
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes  # noqa: E402
+from go_package import GoPackageError, go_package_ptar, install_go_azblob  # noqa: E402
 from plakar_env import PlakarEnv, plakar_bin  # noqa: E402, F401
 
 KiB = 1024
@@ -180,12 +181,24 @@ def machine(plakar: str) -> dict[str, str]:
 
 # -- plakar --
 
-class BenchPlakar(PlakarEnv):
-    """A private plakar with the development azblob package installed."""
+# The plugins' command lines: ours is ``.../plakar-azblob KIND``, the Go package's
+# ``.../azblob-KIND`` (no argument).
+OURS_NEEDLE = b"plakar-azblob"
+GO_NEEDLE = b"/azblob-"
 
-    def __init__(self) -> None:
+
+class BenchPlakar(PlakarEnv):
+    """A private plakar with the development azblob package installed, or with the
+    official Go package (``go=True``: the Go reference's figures)."""
+
+    def __init__(self, go: bool = False) -> None:
         super().__init__()
-        install_azblob(self, self.root / "azblob-pkg")
+        self.go = go
+        self.needle = GO_NEEDLE if go else OURS_NEEDLE
+        if go:
+            install_go_azblob(self)
+        else:
+            install_azblob(self, self.root / "azblob-pkg")
 
     def plakar(self, *args: str, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
         return self.run(*args, timeout=timeout)
@@ -194,6 +207,26 @@ class BenchPlakar(PlakarEnv):
         with contextlib.suppress(Exception):
             self.run("cached", "stop", ok=False, timeout=30)
         super().stop()
+
+
+_go_state: dict[str, str | None] = {}
+
+
+def go_ready(notes: list[str]) -> bool:
+    """Whether the official Go package is built (tests/go_package.py builds it once
+    per machine; ``make bench`` depends on ``make go-azblob``). If it cannot be, the
+    sections measure ours alone and one note says why (so with ``BENCH_GO=0``)."""
+    if "error" not in _go_state and os.environ.get("BENCH_GO", "1") == "0":
+        _go_state["error"] = "BENCH_GO=0"
+        notes.append("no Go package figures: BENCH_GO=0")
+    if "error" not in _go_state:
+        try:
+            go_package_ptar()
+            _go_state["error"] = None
+        except GoPackageError as exc:
+            _go_state["error"] = str(exc).splitlines()[0]
+            notes.append(f"no Go package figures: {_go_state['error']}")
+    return _go_state["error"] is None
 
 
 SNAP_LINE = re.compile(r"^([0-9a-f]{8}): backup completed", re.MULTILINE)
@@ -213,6 +246,22 @@ def _read(path: str) -> bytes:
         return f.read()
 
 
+def forked_connector(pid: int) -> str | None:
+    """The kind of connector ``pid`` is if a fork server forked it (kloset_sdk.forkserver
+    names it ``kloset-KIND``; its command line and environment are the server's), else
+    None. Its launcher (the process plakar started) only waits for it."""
+    try:
+        comm = _read(f"/proc/{pid}/comm").decode(errors="replace").strip()
+        if not comm.startswith("kloset-"):
+            return None
+        parent = int(_read(f"/proc/{pid}/stat").rsplit(b")", 1)[1].split()[1])
+        if b"\0fork-server\0" not in _read(f"/proc/{parent}/cmdline"):
+            return None
+    except (OSError, ValueError, IndexError):
+        return None
+    return comm.removeprefix("kloset-")
+
+
 class PluginMemory:
     """Polls /proc for the processes of one plakar environment: each plugin's VmHWM,
     and the CPU time of plugins and of plakar (its command and its cache daemon).
@@ -220,6 +269,8 @@ class PluginMemory:
     They are the processes whose environment holds the environment's private
     folder (plakar and its cache daemon pass their environment on to the
     connectors they start); a plugin's command line mentions ``plakar-azblob``.
+    Connectors forked by our fork server (:func:`forked_connector`) count as
+    plugins too (one plakar environment is measured at a time).
     ``others`` are more processes to account CPU for (such as Azurite).
     """
 
@@ -264,18 +315,21 @@ class PluginMemory:
             pid = int(entry)
             try:
                 cmdline = _read(f"/proc/{pid}/cmdline")
+                forked = forked_connector(pid)
                 # A process forked by the bench shows the bench's environment until it
                 # execs: a foreign process is looked at again when its command changes.
-                if self._foreign.get(pid) == cmdline:
+                if self._foreign.get(pid) == cmdline and forked is None:
                     continue
-                if pid not in self._cpu and self.marker not in _read(f"/proc/{pid}/environ"):
+                if pid not in self._cpu and forked is None \
+                        and self.marker not in _read(f"/proc/{pid}/environ"):
                     self._foreign[pid] = cmdline
                     continue
                 status = _read(f"/proc/{pid}/status").decode()
             except OSError:
                 continue
             # A new process shows plakar's command line until it execs: look again.
-            is_plugin = self.needle in cmdline or self._cpu.get(pid, ("",))[0] == "plugins"
+            is_plugin = forked is not None or self.needle in cmdline \
+                or self._cpu.get(pid, ("",))[0] == "plugins"
             used = cpu_seconds(pid)
             group = "plugins" if is_plugin else "plakar"
             first = self._cpu[pid][1] if pid in self._cpu else (used if initial else 0.0)
@@ -286,7 +340,9 @@ class PluginMemory:
             if not m:
                 continue
             args = cmdline.rstrip(b"\0").split(b"\0")
-            kind = args[-1].decode(errors="replace")
+            kind = forked or args[-1].decode(errors="replace")
+            # The Go package's connectors take no argument: .../azblob-importer.
+            kind = kind.rsplit("/", 1)[-1].removeprefix("azblob-")
             hwm = int(m.group(1)) * KiB
             old = self.peaks.get(pid, (kind, 0))[1]
             self.peaks[pid] = (kind, max(old, hwm))
@@ -393,7 +449,8 @@ def watched(pk: PlakarEnv, notes: list[str], label: str, *args: str,
 
     A line of CPU evidence (plakar, plugins, Azurite) is added to ``notes``."""
     others = {"Azurite": azurite} if azurite else {}
-    with PluginMemory(str(pk.root), **others) as mem:
+    needle = getattr(pk, "needle", OURS_NEEDLE)
+    with PluginMemory(str(pk.root), needle, **others) as mem:
         seconds, proc = timed(lambda: pk.run(*args, timeout=3600))
     notes.append(f"{label}: {seconds:.1f} s; {mem.summary()}")
     return seconds, mem, proc

@@ -1,4 +1,9 @@
-"""Bench results: rows of (measure, reference, ratio, goal), as Markdown and JSON."""
+"""Bench results: rows of (measure, reference, ratio, goal), as Markdown and JSON.
+
+A row may also carry the official Go package's figure for the same measure
+(``go_value``, measured in the same run, interleaved with ours): the table
+shows it and ours / Go beside the reference, with no goal.
+"""
 
 from __future__ import annotations
 
@@ -22,12 +27,21 @@ class Row:
     met: bool | None = None
     note: str = ""
     runs: dict[str, list[float]] = field(default_factory=dict)
+    go_value: float | None = None  # the official Go package, same measure, same run
 
     @property
     def ratio(self) -> float | None:
         if self.value is None or not self.ref_value:
             return None
         return self.value / self.ref_value
+
+    @property
+    def go_ratio(self) -> float | None:
+        """Ours / Go, in the same sense as :attr:`ratio` (value / go_value): higher is
+        better for throughputs, lower for times."""
+        if self.value is None or not self.go_value:
+            return None
+        return self.value / self.go_value
 
 
 def fmt(value: float | None, unit: str = "") -> str:
@@ -58,17 +72,24 @@ class Report:
         self.rows.append(row)
         ratio = f"{row.ratio:.2f}x" if row.ratio is not None else ""
         mark = {True: "met", False: "MISSED", None: ""}[row.met]
+        go = ""
+        if row.go_value is not None:
+            go = f" [Go {fmt(row.go_value, row.unit)}" + (
+                f", ours/Go {row.go_ratio:.2f}x]" if row.go_ratio is not None else "]")
         print(f"  [{row.section}] {row.what} ({row.size}): {fmt(row.value, row.unit)}"
               f"{' vs ' + fmt(row.ref_value, row.unit) if row.ref_value is not None else ''}"
-              f" {ratio} {row.goal} {mark} {row.note}".rstrip(), flush=True)
+              f" {ratio} {row.goal} {mark}{go} {row.note}".rstrip(), flush=True)
         return row
 
     def ratio_row(self, section: str, what: str, size: str, value: float, unit: str,
                   reference: str, ref_value: float, goal: float, *, higher: bool = True,
-                  note: str = "", runs: dict[str, list[float]] | None = None) -> Row:
-        """A row whose goal is value/ref_value >= goal (or <= goal when not ``higher``)."""
+                  note: str = "", runs: dict[str, list[float]] | None = None,
+                  go_value: float | None = None) -> Row:
+        """A row whose goal is value/ref_value >= goal (or <= goal when not ``higher``);
+        ``go_value``: the Go package's figure (no goal)."""
         row = Row(section, what, size, value, unit, reference, ref_value,
-                  f"{'≥' if higher else '≤'} {goal:g}x", note=note, runs=runs or {})
+                  f"{'≥' if higher else '≤'} {goal:g}x", note=note, runs=runs or {},
+                  go_value=go_value)
         ratio = row.ratio
         if ratio is not None:
             row.met = ratio >= goal if higher else ratio <= goal
@@ -91,20 +112,27 @@ class Report:
             "bench, beside its reference measured in the same run (alternated runs, median).",
             "Ratio = plugin / reference: higher is better for throughputs, lower for",
             "times and memory (the goal column says which).",
+            "Go package: the official Go azblob package (PlakarKorp's integration-azblob,",
+            "built by tests/go_package.py) measured the same way in the same run,",
+            "interleaved with ours; ours / Go = plugin / Go package, in the same sense",
+            "as the ratio (no goal).",
             "",
             f"Goals met: {sum(r.met is True for r in self.rows)} of "
             f"{sum(r.met is not None for r in self.rows)}.",
             "",
-            "| # | measure | size | plugin | reference | ratio | goal | met |",
-            "|---|---|---|---|---|---|---|---|",
+            "| # | measure | size | plugin | reference | ratio | goal | met"
+            " | Go package | ours / Go |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in self.rows:
             ratio = f"{r.ratio:.2f}x" if r.ratio is not None else ""
             ref = f"{r.reference}: {fmt(r.ref_value, r.unit)}" if r.reference else ""
             met = {True: "yes", False: "**no**", None: ""}[r.met]
             what = r.what + (f" ({r.note})" if r.note else "")
+            go = fmt(r.go_value, r.unit) if r.go_value is not None else ""
+            go_ratio = f"{r.go_ratio:.2f}x" if r.go_ratio is not None else ""
             lines.append(f"| {r.section} | {what} | {r.size} | {fmt(r.value, r.unit)} | {ref} |"
-                         f" {ratio} | {r.goal} | {met} |")
+                         f" {ratio} | {r.goal} | {met} | {go} | {go_ratio} |")
         lines += ["", "Section durations: " + ", ".join(
             f"{k} {v:.0f} s" for k, v in self.durations.items()) + "."]
         if self.notes:
@@ -120,7 +148,8 @@ class Report:
             "machine": self.machine,
             "started": self.started,
             "durations": self.durations,
-            "rows": [{**asdict(r), "ratio": r.ratio} for r in self.rows],
+            "rows": [{**asdict(r), "ratio": r.ratio, "go_ratio": r.go_ratio}
+                     for r in self.rows],
             "notes": self.notes,
         }
 

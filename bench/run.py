@@ -2,7 +2,9 @@
 
 Usage: python bench/run.py [SECTION ...]   (sections: transport large small store
 memory latency cold go; default all), or --render to rebuild latest.md from
-latest.json. BENCH_SCALE scales the data sizes (default in bench/common.py).
+latest.json. BENCH_SCALE scales the data sizes (default in bench/common.py);
+the official Go package is measured beside ours in sections large, small, store,
+latency and cold (BENCH_GO=0 leaves it out there; section go always measures it).
 Results: bench/results/latest.md and .json.
 """
 
