@@ -79,6 +79,8 @@ class PlakarEnv:
             "XDG_DATA_HOME": str(self.root / "data"),
             "PLAKAR_PASSPHRASE": PASSPHRASE,
             "TMPDIR": str(self.root),
+            # The connectors' log level, when a developer asks for it.
+            **({"KLOSET_LOG": os.environ["KLOSET_LOG"]} if "KLOSET_LOG" in os.environ else {}),
             **(extra_env or {}),
         }
         self.bin = plakar_bin()

@@ -141,6 +141,24 @@ def test_large_records_and_xattrs_are_never_read_ahead() -> None:
     assert openers.read_ahead == 1  # only /f0003 (depth 2 after the second Open)
 
 
+def test_opened_xattrs_do_not_make_a_run() -> None:
+    """A changed file and its extended attribute, opened one after the other, are not
+    two files in a row: the file after them is not read ahead."""
+    openers, source = Openers(SETTINGS), Source()
+    keys = fill(openers, source, [KiB] * 4)
+    openers.add("xattr:/f0001:user.x", None, source.opener("xattr", 3))
+    openers.acknowledged(keys[0])  # unchanged: skipped
+    for key in (keys[1], "xattr:/f0001:user.x"):
+        opener = openers.open(key)
+        assert opener is not None
+        content_of(opener)
+        openers.acknowledged(key)
+    assert openers.read_ahead == 0
+    openers.acknowledged(keys[2])
+    openers.acknowledged(keys[3])
+    assert source.calls[keys[2]] == 0 and source.calls[keys[3]] == 0
+
+
 def test_a_failed_read_ahead_is_done_again_at_open() -> None:
     openers, source = Openers(SETTINGS), Source()
     keys = fill(openers, source, [KiB] * 6)

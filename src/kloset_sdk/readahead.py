@@ -112,7 +112,8 @@ class Openers:
             if not entry.opened:
                 entry.opened = True
                 self.opened += 1
-                self._streak += 1
+                if entry.size is not None:  # a file: extended attributes do not count
+                    self._streak += 1
             future, entry.future = entry.future, None
             self._fill(entry)
         if future is None:
