@@ -923,7 +923,7 @@ class ValueCase:
     id: str
     location: str  # after azblob://; {c} is the source container
     options: tuple[str, ...]  # with {cs}, {key}, {endpoint} placeholders
-    go: Any  # the files Go backs up, or ("fails", part of its message)
+    go: Any  # the files Go backs up, or ("fails", part of its message; or nothing backed up)
     ours: Any  # the files ours backs up, or ("refused", its message)
     selector: str = ""  # plakar's @source:path
 
@@ -996,6 +996,12 @@ def test_configuration_values_go_and_ours_read_differently(
         pk(env, "at", store, "create", "-plaintext")
         proc = pk(env, "at", store, "backup", f"@{src}{case.selector}", ok=False)
         if isinstance(want, tuple):
+            if want[0] == "fails" and proc.returncode == 0:
+                # plakar v1.1.4 does not always report an importer that fails at its
+                # first request (seen with Go's): then nothing at all is backed up.
+                assert "(in: 0 B," in output(proc), (package, output(proc))
+                assert snapshot_files(env, store, snapshot_id(proc)) == set(), package
+                continue
             assert proc.returncode != 0 and want[1] in output(proc), (package, output(proc))
             continue
         assert proc.returncode == 0, (package, output(proc))
