@@ -46,7 +46,7 @@ class BrokenRead(OSError):
 class Streamed:
     pieces: Iterator[bytes]
     etag: str
-    size: int  # the whole blob's
+    size: int  # where the stream ends: the blob's size, or the end of the range
 
 
 @dataclass(frozen=True)
@@ -122,26 +122,30 @@ class DirectReader:
         finally:
             _release(response, complete)
 
-    def stream(self, name: str, offset: int, etag: str | None, chunk: int) -> Streamed | None:
-        """Blob ``name`` from ``offset`` to its end, as it arrives, in pieces of at most
-        ``chunk`` bytes, if it still has ``etag`` (when given); None if the answer is
-        anything but that. One request streamed (as the official package reads a
-        blob): the emulator (Azurite) serves it about four times as fast as ranged
-        requests, and hashes nothing. A connection that breaks raises
+    def stream(self, name: str, offset: int, etag: str | None, chunk: int,
+               length: int | None = None) -> Streamed | None:
+        """Blob ``name`` from ``offset`` to its end (or ``length`` bytes), as it arrives,
+        in pieces of at most ``chunk`` bytes, if it still has ``etag`` (when given);
+        None if the answer is anything but that. One request streamed (as the official
+        package reads a blob): the emulator (Azurite) serves it about four times as
+        fast as ranged requests, and hashes nothing. A connection that breaks raises
         :class:`BrokenRead` from the iterator after the bytes that did arrive."""
         headers = {"If-Match": etag} if etag is not None else {}
-        if offset:
+        if length is not None:
+            headers["x-ms-range"] = f"bytes={offset}-{offset + length - 1}"
+        elif offset:
             headers["x-ms-range"] = f"bytes={offset}-"
         response = self._get(f"{self._base}/{quote(name, safe='~/')}{self._query}", headers)
         if response is None:
             return None
         got = response.headers.get("ETag", "")
-        length = response.headers.get("Content-Length", "")
-        if response.status != (206 if offset else 200) or not length.isdigit() or (
+        size = response.headers.get("Content-Length", "")
+        ranged = offset or length is not None
+        if response.status != (206 if ranged else 200) or not size.isdigit() or (
                 etag is not None and got.strip('"') != etag.strip('"')):
             _release(response, False)
             return None
-        return Streamed(self._pieces(response, chunk), got, offset + int(length))
+        return Streamed(self._pieces(response, chunk), got, offset + int(size))
 
     @staticmethod
     def _pieces(response: Any, chunk: int) -> Iterator[bytes]:
