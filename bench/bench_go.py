@@ -279,9 +279,9 @@ class GoBench:
                 cold_start.cold_start_argv(argv[name], kind)  # unmeasured
             for _ in range(RUNS):
                 for name in times:
-                    times[name].append(cold_start.cold_start_argv(argv[name], kind)[0])
+                    times[name].append(cold_start.cold_start_argv(argv[name], kind)[0] * 1000)
             self.row(f"cold start of the {kind}, spawn -> Init answered (packaged build, "
-                     "fork server running)", f"{RUNS} runs", times)
+                     "fork server running)", f"{RUNS} runs", times, unit="ms")
 
     def store_commands(self) -> None:
         """create, backup x2, ls, check on a store in Azure made by each package."""

@@ -120,6 +120,7 @@ class Report:
             f"Goals met: {sum(r.met is True for r in self.rows)} of "
             f"{sum(r.met is not None for r in self.rows)}.",
             "",
+            *self.go_summary(),
             "| # | measure | size | plugin | reference | ratio | goal | met"
             " | Go package | ours / Go |",
             "|---|---|---|---|---|---|---|---|---|---|",
@@ -141,6 +142,26 @@ class Report:
         if self.appendix:
             lines += ["", self.appendix.strip()]
         return "\n".join(lines) + "\n"
+
+    def go_summary(self) -> list[str]:
+        """Section 10 (ours against the official Go package, per object) as a table of
+        speeds: ours / Go >= 1.0x means at least the Go package's speed."""
+        rows = [r for r in self.rows if r.section == "10" and r.ref_value]
+        if not rows:
+            return []
+        lines = ["## Against the official Go package (section 10)", "",
+                 "Medians of 5 alternated runs; speed = Go's time / ours (or ours' "
+                 "throughput / Go's): ≥ 1.0x is at least the Go package's speed.", "",
+                 "| case | size | ours | Go package | ours / Go (speed) |",
+                 "|---|---|---|---|---|"]
+        for r in rows:
+            assert r.value is not None and r.ref_value is not None
+            higher = r.goal.startswith("≥")
+            speed = r.value / r.ref_value if higher else r.ref_value / r.value
+            what = r.what.split(" (ours ")[0]
+            lines.append(f"| {what} | {r.size} | {fmt(r.value, r.unit)} | "
+                         f"{fmt(r.ref_value, r.unit)} | {speed:.2f}x |")
+        return [*lines, "", "## Every measure", ""]
 
     def as_json(self) -> dict[str, Any]:
         return {
