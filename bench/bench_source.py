@@ -20,15 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from azure.storage.blob import ContainerClient
-from azurite import ACCOUNT, Azurite, start_azurite
+from azurite import ACCOUNT, Azurite
 from common import (
     BenchPlakar,
+    Contenders,
     MiB,
     NullSink,
     alternate,
     count,
     cpu_note,
-    go_ready,
     human,
     random_block,
     scaled,
@@ -104,30 +104,11 @@ def fill_small(container: ContainerClient, local: Path, count_: int, size: int) 
         path.write_bytes(data)
 
 
-class SourceBench:
+class SourceBench(Contenders):
     def __init__(self, report: Report) -> None:
+        super().__init__(report.notes)
         self.report = report
-        self.az = start_azurite()
-        self.pk = BenchPlakar()
-        # The official Go package in a plakar home of its own (same sources, same data).
-        self.go: BenchPlakar | None = None
-        try:
-            if go_ready(report.notes):
-                self.go = BenchPlakar(go=True)
-        except BaseException:
-            self.close()
-            raise
-        self.work = self.pk.root / "work"
-        self.work.mkdir()
         self._stores = 0
-
-    def close(self) -> None:
-        try:
-            self.pk.stop()
-            if self.go is not None:
-                self.go.stop()
-        finally:
-            self.az.stop()
 
     def store(self, pk: BenchPlakar | None = None) -> str:
         """A fresh local store, made by ``pk`` (ours by default)."""

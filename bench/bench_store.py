@@ -21,13 +21,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from azure.storage.blob import ContainerClient
-from azurite import Azurite, start_azurite
+from azurite import Azurite
 from common import (
     BenchPlakar,
+    Contenders,
     MiB,
     alternate,
     cpu_note,
-    go_ready,
     human,
     random_block,
     remove_tree,
@@ -74,29 +74,10 @@ def chunk_pool() -> list[bytes]:
     return [block[i * MiB:(i + 1) * MiB] for i in range(32)]
 
 
-class StoreBench:
+class StoreBench(Contenders):
     def __init__(self, report: Report) -> None:
+        super().__init__(report.notes)
         self.report = report
-        self.az = start_azurite()
-        self.pk = BenchPlakar()
-        # The official Go package in a plakar home of its own (same data, same Azurite).
-        self.go: BenchPlakar | None = None
-        try:
-            if go_ready(report.notes):
-                self.go = BenchPlakar(go=True)
-        except BaseException:
-            self.close()
-            raise
-        self.work = self.pk.root / "work"
-        self.work.mkdir()
-
-    def close(self) -> None:
-        try:
-            self.pk.stop()
-            if self.go is not None:
-                self.go.stop()
-        finally:
-            self.az.stop()
 
     def cs(self, endpoint: str | None = None) -> str:
         cs = self.az.connection_string

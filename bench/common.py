@@ -229,6 +229,34 @@ def go_ready(notes: list[str]) -> bool:
     return _go_state["error"] is None
 
 
+class Contenders:
+    """A section's Azurite, our package in a plakar home, and (when it is built) the
+    official Go package in another, against the same Azurite and data."""
+
+    def __init__(self, notes: list[str]) -> None:
+        from azurite import start_azurite
+
+        self.az = start_azurite()
+        self.pk = BenchPlakar()
+        self.go: BenchPlakar | None = None
+        try:
+            if go_ready(notes):
+                self.go = BenchPlakar(go=True)
+        except BaseException:
+            self.close()
+            raise
+        self.work = self.pk.root / "work"
+        self.work.mkdir()
+
+    def close(self) -> None:
+        try:
+            self.pk.stop()
+            if self.go is not None:
+                self.go.stop()
+        finally:
+            self.az.stop()
+
+
 SNAP_LINE = re.compile(r"^([0-9a-f]{8}): backup completed", re.MULTILINE)
 
 

@@ -62,6 +62,7 @@ from azure.storage.blob import ContainerClient, ContentSettings
 from azurite import ACCOUNT, KEY, Azurite
 from default_endpoint_proxy import DefaultEndpointProxy
 from go_package import GoPackageError, go_binary, install_go_azblob, reference_dir
+from json_schema import valid
 from plakar_env import PASSPHRASE, PlakarEnv, output, snapshot_id
 from stdio_plugin import StdioPlugin
 from tree_compare import make_sample_tree, snapshot
@@ -648,29 +649,6 @@ def _keywords(s: Mapping[str, Any]) -> set[str]:
     return found
 
 
-def schema_accepts(s: Mapping[str, Any], value: Any) -> bool:
-    """JSON Schema (2020-12) for the keywords of ``_SCHEMA_KEYWORDS`` only."""
-    t = s.get("type")
-    if (t == "object" and not isinstance(value, dict)) or \
-            (t == "string" and not isinstance(value, str)) or \
-            (t == "boolean" and not isinstance(value, bool)):
-        return False
-    if "const" in s and value != s["const"]:
-        return False
-    if isinstance(value, str) and (len(value) < s.get("minLength", 0) or
-                                   ("pattern" in s and not re.search(s["pattern"], value))):
-        return False
-    if isinstance(value, dict):
-        props = s.get("properties", {})
-        if any(k not in value for k in s.get("required", [])):
-            return False
-        if s.get("additionalProperties") is False and any(k not in props for k in value):
-            return False
-        if any(k in value and not schema_accepts(sub, value[k]) for k, sub in props.items()):
-            return False
-    return not ("oneOf" in s and sum(schema_accepts(sub, value) for sub in s["oneOf"]) != 1)
-
-
 @dataclass(frozen=True)
 class SchemaCase:
     kind: str
@@ -696,8 +674,8 @@ def schema_cases(kind: str) -> list[SchemaCase]:
         chosen = tuple((k, v) for k, v in zip(options, combo, strict=True) if v is not None)
         value = {"location": "azblob://container/prefix",
                  **{k: ("x" if v == "set" else v) for k, v in chosen}}
-        if schema_accepts(s, value):
-            branches = [i for i, b in enumerate(s["oneOf"], 1) if schema_accepts(b, value)]
+        if valid(s, value):
+            branches = [i for i, b in enumerate(s["oneOf"], 1) if valid(b, value)]
             cases.append(SchemaCase(kind, branches[0], chosen))
     return cases
 
