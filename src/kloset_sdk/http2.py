@@ -137,8 +137,9 @@ class Stream:
         self.remote_closed = False  # END_STREAM received
         self.local_closed = False  # END_STREAM sent
         self.reset = False
-        self.unacknowledged = 0  # bytes consumed, not yet given back in a WINDOW_UPDATE
-        self.withheld = 0  # bytes received while too much was buffered
+        # Bytes consumed, not yet given back in a WINDOW_UPDATE (held back while
+        # more than MAX_BUFFERED bytes wait for the consumer).
+        self.unacknowledged = 0
         self.buffered = 0  # bytes received, not consumed
 
 
