@@ -6,7 +6,8 @@ plugin protocol over the process's stdin/stdout.
 
 Names are imported on first use (PEP 562), so that a process importing one
 light submodule (the fork server's launcher, see :mod:`kloset_sdk.forkserver`)
-pays for nothing else; grpc is loaded only by :func:`serve`.
+pays for nothing else; the server and its protocol code are loaded only by
+:func:`serve`.
 """
 
 from __future__ import annotations
