@@ -19,6 +19,8 @@ from collections.abc import Iterator
 # Pipe buffer asked for (Linux): a 1 MiB message then crosses in one write
 # instead of sixteen 64 KiB round trips between plakar and the connector.
 PIPE_SIZE = 1 << 20
+
+
 def _grow_pipe(fd: int) -> None:
     """Enlarge the buffer of pipe ``fd`` to PIPE_SIZE, or as far as allowed."""
     try:
