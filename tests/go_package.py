@@ -1,8 +1,9 @@
 """The official Go azblob package, built from its source as a reference for tests and bench.
 
 The source is an unmodified copy of PlakarKorp's ``integration-azblob``
-(``$AZBLOB_GO_REFERENCE``, default ``../shared/reference/integration-azblob``
-next to this checkout). That folder may be read-only, so it is copied into
+(``$AZBLOB_GO_REFERENCE``, default ``shared/reference/integration-azblob``
+beside this checkout or one of its parents, else ``/work/shared/...``).
+That folder may be read-only, so it is copied into
 ``.tools/go-azblob-<hash16>/`` (ignored), where ``<hash16>`` is a hash of
 its files: a changed reference gets a folder of its own. There the three
 connectors are built with ``go build`` (about 1.5 minutes the first time,
@@ -45,17 +46,27 @@ class GoPackageError(RuntimeError):
     """The Go reference package cannot be found or built."""
 
 
+# Where the workplace keeps shared/ when a checkout is not beside it (a clone in /tmp).
+WORKPLACE_SHARED = Path("/work/shared")
+
+
 def reference_dir() -> Path:
-    """The Go package's source: ``$AZBLOB_GO_REFERENCE`` or ``../shared/reference/...``."""
+    """The Go package's source: ``$AZBLOB_GO_REFERENCE``, else
+    ``shared/reference/integration-azblob`` beside this checkout or one of its parents,
+    else in the workplace's ``/work/shared``."""
     configured = os.environ.get("AZBLOB_GO_REFERENCE")
-    ref = Path(configured) if configured else \
-        ROOT.parent / "shared" / "reference" / "integration-azblob"
-    if not (ref / "manifest.yaml").is_file() or not (ref / "go.mod").is_file():
-        how = "AZBLOB_GO_REFERENCE" if configured else "the default path"
-        raise GoPackageError(
-            f"the official Go azblob package's source is not at {ref} ({how}): set "
-            "AZBLOB_GO_REFERENCE to a copy of PlakarKorp/integrations' azblob/ folder")
-    return ref
+    if configured:
+        candidates = [Path(configured)]
+    else:
+        candidates = [base / "shared" / "reference" / "integration-azblob"
+                      for base in (*ROOT.parents, WORKPLACE_SHARED.parent)]
+    for ref in candidates:
+        if (ref / "manifest.yaml").is_file() and (ref / "go.mod").is_file():
+            return ref
+    how = "AZBLOB_GO_REFERENCE" if configured else "the default paths"
+    raise GoPackageError(
+        f"the official Go azblob package's source is not at {candidates[0]} ({how}): set "
+        "AZBLOB_GO_REFERENCE to a copy of PlakarKorp/integrations' azblob/ folder")
 
 
 def _source_files(ref: Path) -> list[Path]:
