@@ -72,16 +72,14 @@ def read_range(blob: BlobClient, etag: str | None, offset: int, length: int) -> 
     return data
 
 
-def read_ranges(fetch: Fetch, size: int, *, range_size: int, max_concurrency: int,
-                first: bytes | None = None) -> Iterator[bytes]:
+def read_ranges(fetch: Fetch, size: int, *, range_size: int,
+                max_concurrency: int) -> Iterator[bytes]:
     """The whole blob (``size`` bytes, not 0) as chunks of ``range_size`` bytes.
 
-    The first range is fetched before this returns (unless given as
-    ``first``), so a blob that is gone or changed fails here rather than on
-    the first read.
+    The first range is fetched before this returns, so a blob that is gone
+    or changed fails here rather than on the first read.
     """
-    if first is None:
-        first = fetch(0, min(range_size, size))
+    first = fetch(0, min(range_size, size))
     return _following(fetch, size, first, range_size, max(1, max_concurrency))
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from functools import partial
 from typing import Any, NoReturn
 
 from azure.core import MatchConditions
@@ -33,7 +32,7 @@ from .config import parse_config, sas_permissions
 from .direct import DirectReader
 from .errors import translate
 from .listing import list_names
-from .ranges import read_range, read_ranges, resumed
+from .ranges import resumed
 
 # Resources the ``tier`` option applies to (unless flagged HOT): the bulk data.
 TIERED = (Resource.PACKFILE, Resource.ECC_PACKFILE)
@@ -247,28 +246,16 @@ class AzureStore(Store):
                 streamed = self._streamed(direct, name, blob, range)
                 if streamed is not None:
                     return self._chunks(streamed, what)
-            offset = range.offset if range is not None else 0
-            # The first block (or the whole range), directly if possible. A missing
-            # object, or any other surprise, is asked again through the Azure SDK,
-            # which says what went wrong.
-            length = min(range.length, block) if range is not None else block
-            answer = direct.read(name, offset, length, shorter=True) \
-                if direct is not None else None
-            if answer is None:
-                downloader = blob.download_blob() if range is None else \
-                    blob.download_blob(offset=range.offset, length=range.length)
-                return self._chunks(downloader.chunks(), what)
-            first, etag = answer.data, answer.etag
-            # What there is to read: the range, or the object, up to the object's end.
-            size = answer.size - offset if answer.size is not None else len(first)
-            if range is not None:
-                size = min(size, range.length)
-            if len(first) >= size:
-                return [first]
-            # The rest in parallel, from the version the first block came from.
-            return self._chunks(read_ranges(
-                partial(self._fetch, name, etag, offset), size, range_size=block,
-                max_concurrency=self.cfg.max_concurrency, first=first), what)
+            elif direct is not None and range is not None:
+                # At most a block: one request (fewer bytes if the object ends first).
+                answer = direct.read(name, range.offset, range.length, shorter=True)
+                if answer is not None:
+                    return [answer.data]
+            # Whatever the direct path could not do (a missing object, an error status)
+            # is asked again through the Azure SDK, which says what went wrong.
+            downloader = blob.download_blob() if range is None else \
+                blob.download_blob(offset=range.offset, length=range.length)
+            return self._chunks(downloader.chunks(), what)
         except Exception as exc:
             self._fail(exc, what)
 
@@ -297,16 +284,6 @@ class AzureStore(Store):
                                            ).chunks())
 
         return resumed(first.pieces, end - start, again, rest, READ_RETRIES)
-
-    def _fetch(self, name: str, etag: str | None, base: int, offset: int,
-               length: int) -> bytes:
-        """``length`` bytes at ``base + offset`` of blob ``name`` (version ``etag``)."""
-        direct = self.direct
-        if direct is not None:
-            answer = direct.read(name, base + offset, length, etag)
-            if answer is not None:
-                return answer.data
-        return read_range(self.client.get_blob_client(name), etag, base + offset, length)
 
     def _chunks(self, chunks: Iterator[bytes], what: str) -> Iterator[bytes]:
         try:
