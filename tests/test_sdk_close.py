@@ -75,8 +75,8 @@ def test_rpcs_after_close_still_reach_the_store() -> None:
     service.Init(spb.InitRequest(proto="lock", config={"location": "lock://"}), ctx)
     service.Close(spb.CloseRequest(), ctx)
     service.Delete(spb.DeleteRequest(mac=MAC, type=spb.STORAGE_RESOURCE_LOCK), ctx)
-    chunks = service.Get(spb.GetRequest(mac=MAC, type=spb.STORAGE_RESOURCE_LOCK), ctx)
-    assert [r.chunk for r in chunks] == [b"lock data"]
+    messages = service.get_encoded(spb.GetRequest(mac=MAC, type=spb.STORAGE_RESOURCE_LOCK), ctx)
+    assert [spb.GetResponse.FromString(m).chunk for m in messages] == [b"lock data"]
     service.Close(spb.CloseRequest(), ctx)
     (store,) = stores
     assert store.deleted == [MAC]

@@ -92,12 +92,8 @@ class ImporterService(Service[Importer]):
         except Exception:
             log.exception("acknowledgement handling failed")
 
-    def Open(self, request: pb.OpenRequest, context: Any) -> Iterator[pb.OpenResponse]:
-        for message in self.open_encoded(request, context):
-            yield pb.OpenResponse.FromString(message)
-
     def open_encoded(self, request: pb.OpenRequest, context: Any) -> Iterator[bytes]:
-        """Open's responses, encoded: what the server sends (see server.py)."""
+        """Open: its responses, encoded (content.chunk_messages), as the server sends them."""
         key = _key(request.record)
         opener = self._openers.open(key)
         if opener is None:

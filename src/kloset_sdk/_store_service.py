@@ -97,12 +97,8 @@ class StoreService(Service[Store]):
             abort(context, exc, "Put")
         return pb.PutResponse(bytes_written=written)
 
-    def Get(self, request: pb.GetRequest, context: Any) -> Iterator[pb.GetResponse]:
-        for message in self.get_encoded(request, context):
-            yield pb.GetResponse.FromString(message)
-
     def get_encoded(self, request: pb.GetRequest, context: Any) -> Iterator[bytes]:
-        """Get's responses, encoded: what the server sends (see server.py)."""
+        """Get: its responses, encoded (content.chunk_messages), as the server sends them."""
         try:
             rng = None
             if request.HasField("range"):
