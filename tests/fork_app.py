@@ -139,7 +139,8 @@ def main() -> None:
             version = args[1]
         args = args[2:]
     code = forkserver.fingerprint("kloset_sdk") + "\nfork_app " + version
-    argv = [sys.executable, os.path.abspath(__file__), "--app", app, "--version", version]
+    argv = [sys.executable, *forkserver.interpreter_options(), os.path.abspath(__file__),
+            "--app", app, "--version", version]
     if len(args) == 2 and args[0] == forkserver.SERVER_ARG:
         with open(args[1] + ".starts", "a") as f:
             f.write(f"{os.getpid()}\n")

@@ -146,10 +146,11 @@ def env_for(runtime: Path, **extra: str) -> dict[str, str]:
 
 
 def command(version: str = "1", app: str = "fork-test", cwd: str = "/", umask: str = "022",
-            wrapper: Sequence[str] = (), before: str = "") -> list[str]:
+            wrapper: Sequence[str] = (), before: str = "", options: Sequence[str] = (),
+            ) -> list[str]:
     """A shell that enters ``cwd``, sets ``umask`` and execs the launcher
-    (through ``wrapper``), as plakar spawns a connector."""
-    launcher = shlex.join([*wrapper, sys.executable, str(APP), "--app", app,
+    (through ``wrapper``; ``options`` for Python), as plakar spawns a connector."""
+    launcher = shlex.join([*wrapper, sys.executable, *options, str(APP), "--app", app,
                            "--version", version, "importer"])
     return ["/bin/sh", "-c", f"cd {shlex.quote(cwd)} && {before}umask {umask} && "
             f"exec {launcher}"]
@@ -160,8 +161,8 @@ class Launch:
 
     def __init__(self, runtime: Path, version: str = "1", app: str = "fork-test",
                  cwd: str = "/", umask: str = "022", wrapper: Sequence[str] = (),
-                 before: str = "", **extra: str) -> None:
-        self.plugin = StdioPlugin(command(version, app, cwd, umask, wrapper, before),
+                 before: str = "", options: Sequence[str] = (), **extra: str) -> None:
+        self.plugin = StdioPlugin(command(version, app, cwd, umask, wrapper, before, options),
                                   env_for(runtime, **extra))
         self.stub = ipb_grpc.ImporterStub(self.plugin.channel)  # type: ignore[no-untyped-call]
         try:
@@ -398,6 +399,18 @@ def test_versions_never_share_a_server(runtime: Path) -> None:
     path = next(p for p in sockets(runtime) if one.facts["ppid"] == server_of(p))
     assert client(runtime, "hello", version="3", path=path)["magic"] == "KFN2"
     assert client(runtime, "hello", version="1", path=path)["magic"] == "KFH2"
+
+
+def test_interpreter_options_are_part_of_the_code(runtime: Path) -> None:
+    """A launcher run with other interpreter options (-X importtime, -O) gets a
+    server started with them, and never a plain one."""
+    host = host_server(runtime)
+    launch = forked_launch(runtime, options=["-X", "importtime", "-O"])
+    server = launch.facts["ppid"]
+    launch.close()
+    assert server != host
+    assert b"\0-X\0importtime\0-O\0" in Path(f"/proc/{server}/cmdline").read_bytes()
+    assert starts(runtime) == 2
 
 
 def server_of(socket_path: Path) -> int:

@@ -80,7 +80,7 @@ def run(path: str, *, fingerprint: str, preload: Callable[[], None],
     # puts it in another PID namespace), it must not serve them.
     key = forkcontext.process_key()
     if key is None or not path.endswith("-" + forkcontext.digest(fingerprint, key) + ".sock"):
-        _fail(lock, "its context differs from its launcher's")
+        _fail(lock, "its code or context differs from its launcher's")
     try:
         preload()
         # What each child uses, loaded once here.

@@ -159,6 +159,23 @@ def idle_timeout() -> float:
     return seconds if seconds >= 0 else DEFAULT_IDLE  # NaN compares False too
 
 
+def interpreter_options() -> list[str]:
+    """The options this interpreter was started with (``-X importtime``, ``-O``...):
+    a server must be started with them too, or its code fingerprint differs."""
+    if getattr(sys, "frozen", False):
+        return []
+    args = getattr(sys, "orig_argv", [])[1:]
+    options: list[str] = []
+    while args:
+        arg = args.pop(0)
+        if not arg.startswith("-") or arg == "-" or arg.startswith(("-m", "-c", "--")):
+            break
+        options.append(arg)
+        if arg in ("-X", "-W") and args:
+            options.append(args.pop(0))
+    return options
+
+
 def fingerprint(*packages: str) -> str:
     """What identifies the code a connector runs (see
     :func:`kloset_sdk.forkcontext.code_fingerprint`)."""
