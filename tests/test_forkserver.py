@@ -26,6 +26,9 @@ from typing import Any
 
 import grpc
 import pytest
+from azblob_helpers import new_container, pk
+from azurite import Azurite
+from plakar_env import PlakarEnv, output, snapshot_id
 from stdio_plugin import StdioPlugin
 
 from kloset_sdk import forkcontext, forkserver
@@ -374,6 +377,32 @@ def test_a_launcher_in_another_network_namespace(runtime: Path) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+@ROOT_ONLY
+@_tool("unshare")
+@pytest.mark.plakar
+@pytest.mark.azurite
+def test_a_backup_under_unshare_n_cannot_reach_the_hosts_azurite(
+        azplakar: PlakarEnv, azurite: Azurite) -> None:
+    """The real plakar and the development package: a backup from Azurite on
+    the host's loopback works, and leaves a fork server running; the same
+    backup under ``unshare -n`` must fail to reach Azurite (its connector is
+    really confined), and adds no snapshot."""
+    container = new_container(azurite, "confined")
+    container.upload_blob("a.txt", b"hello")
+    pk(azplakar, "source", "add", "src", f"azblob://{container.container_name}",
+       f"connection_string={azurite.connection_string}")
+    store = str(azplakar.root / "store")
+    pk(azplakar, "at", store, "create")
+    snapshot_id(pk(azplakar, "at", store, "backup", "@src"))
+    runtime = Path(azplakar.env["XDG_RUNTIME_DIR"])
+    wait_for(lambda: listening(runtime, "plakar-azblob"))
+    proc = subprocess.run(["unshare", "-n", azplakar.bin, "at", store, "backup", "@src"],
+                          env=azplakar.env, cwd=azplakar.root, capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode != 0 and "network is unreachable" in output(proc), output(proc)
+    assert len(pk(azplakar, "at", store, "ls").stdout.splitlines()) == 1
 
 
 @ROOT_ONLY
