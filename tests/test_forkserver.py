@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
 import shlex
 import shutil
 import signal
@@ -20,7 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,15 @@ import grpc
 import pytest
 from azblob_helpers import new_container, pk
 from azurite import Azurite
+from fork_helpers import (
+    alive,
+    kill_processes_of,
+    occurrences,
+    pipe_inodes,
+    spare_of,
+    stdout_ends,
+    wait_for,
+)
 from plakar_env import PlakarEnv, output, snapshot_id
 from stdio_plugin import StdioPlugin
 
@@ -55,17 +63,6 @@ def runtime() -> Iterator[Path]:
     finally:
         kill_processes_of(folder)
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def kill_processes_of(folder: Path) -> None:
-    """Kill every process whose command line names ``folder`` (the servers, in
-    any namespace, their spares and children: the socket path is in argv)."""
-    needle = str(folder).encode()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            with contextlib.suppress(OSError):
-                if needle in (entry / "cmdline").read_bytes():
-                    os.kill(int(entry.name), signal.SIGKILL)
 
 
 def locks(runtime: Path, app: str = "fork-test") -> list[Path]:
@@ -101,45 +98,6 @@ def listening(runtime: Path, app: str = "fork-test") -> bool:
 def starts(runtime: Path) -> int:
     """How many servers fork_app started (each appends to SOCKET.starts)."""
     return sum(len(p.read_text().split()) for p in (runtime / "kloset").glob("*.starts"))
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {check}")
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError):
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(stat[1]) == pid:
-                    found.append(int(entry.name))
-    return found
-
-
-def spare_of(server: int) -> int:
-    def find() -> int | None:
-        for pid in children_of(server):
-            with contextlib.suppress(OSError):
-                if Path(f"/proc/{pid}/comm").read_text().strip() == "fork-spare":
-                    return pid
-        return None
-    return int(wait_for(find))
 
 
 def env_for(runtime: Path, **extra: str) -> dict[str, str]:
@@ -457,39 +415,6 @@ def test_the_hello_gives_a_pidfd_of_the_child(runtime: Path) -> None:
 
 # -- hand-off after readiness --
 
-def pipe_inodes(pid: int) -> set[str]:
-    fd_dir = Path(f"/proc/{pid}/fd")
-    found = set()
-    for fd in os.listdir(fd_dir):
-        with contextlib.suppress(OSError):
-            target = os.readlink(fd_dir / fd)
-            if target.startswith("pipe:"):
-                found.add(target)
-    return found
-
-
-def raw_launch_reaches_eof(runtime: Path) -> tuple[int, float]:
-    """A launcher with plain pipes whose stdin is closed at once: its exit
-    status, and whether its stdout reached EOF (no one else holds it) within
-    10 s (then the time it took), or -1."""
-    proc = subprocess.Popen(command(), env=env_for(runtime), stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert proc.stdin is not None and proc.stdout is not None
-    started = time.monotonic()
-    proc.stdin.close()
-    fd = proc.stdout.fileno()
-    try:
-        while select.select([fd], [], [], max(0.0, started + 10 - time.monotonic()))[0]:
-            if not os.read(fd, 65536):
-                return proc.wait(10), time.monotonic() - started
-        return proc.wait(10), -1.0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-
-
 @pytest.mark.faults
 @pytest.mark.parametrize("what", ["server and spare", "spare only"])
 def test_a_stopped_server_never_holds_plakars_pipes(runtime: Path, what: str) -> None:
@@ -505,7 +430,7 @@ def test_a_stopped_server_never_holds_plakars_pipes(runtime: Path, what: str) ->
         pipes = pipe_inodes(launch.launcher)
         assert pipes and not any(pipes & pipe_inodes(pid) for pid in stopped)
         assert launch.close() < 5
-        status, took = raw_launch_reaches_eof(runtime)
+        status, took = stdout_ends(command(), env_for(runtime))
         assert status == 0 and took >= 0, "a stopped process kept the launcher's stdout"
         # A new server took over: the next launches are forked again.
         later = forked_launch(runtime)
@@ -541,23 +466,6 @@ def test_a_server_out_of_reach_is_replaced_at_once(runtime: Path, how: str) -> N
 
 
 # -- no secret kept --
-
-def occurrences(pid: int, marker: bytes) -> int:
-    """How many times ``marker`` is in the readable memory of ``pid``."""
-    found = 0
-    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
-        for line in maps:
-            addresses, perms = line.split()[:2]
-            if not perms.startswith("r"):
-                continue
-            start, end = (int(x, 16) for x in addresses.split("-"))
-            try:
-                mem.seek(start)
-                found += mem.read(end - start).count(marker)
-            except (OSError, OverflowError, ValueError):
-                continue
-    return found
-
 
 @ROOT_ONLY
 def test_no_secret_is_kept_by_the_server(runtime: Path) -> None:
