@@ -317,7 +317,16 @@ class Host:
     def _fork_spare(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # out of processes or memory: try again a little later
+            for fd in (status_r, status_w):
+                os.close(fd)
+            ours.close()
+            theirs.close()
+            self.failures += 1
+            time.sleep(0.1 * self.failures)
+            return
         if pid == 0:
             ours.close()
             keep = theirs.detach()
