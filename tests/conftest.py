@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,13 +17,30 @@ from plakar_env import PlakarEnv
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _stop_fork_servers() -> Iterator[None]:
-    """The development package's connectors start a fork server (kloset_sdk.forkserver),
-    shared by the whole session: stopped at its end, like plakar's cache daemon."""
-    yield
+def _private_runtime_dir() -> Iterator[Path]:
+    """The connectors the tests start (directly or through plakar, whose
+    environment has it) keep their fork servers (kloset_sdk.forkserver) in a
+    private XDG_RUNTIME_DIR, shared by the whole session, and those are
+    stopped at its end, like plakar's cache daemon: never the user's own,
+    nor an installed package's."""
     from kloset_sdk import forkserver
 
-    forkserver.stop_servers("plakar-azblob")
+    folder = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))
+    folder.chmod(0o700)
+    before = os.environ.get("XDG_RUNTIME_DIR")
+    os.environ["XDG_RUNTIME_DIR"] = str(folder)
+    try:
+        yield folder
+    finally:
+        forkserver.stop_servers(None, str(folder / "kloset"))
+        deadline = time.monotonic() + 10
+        while list(folder.glob("kloset/*.sock")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        shutil.rmtree(folder, ignore_errors=True)
+        if before is None:
+            del os.environ["XDG_RUNTIME_DIR"]
+        else:
+            os.environ["XDG_RUNTIME_DIR"] = before
 
 
 @pytest.fixture(scope="session")

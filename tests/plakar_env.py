@@ -79,8 +79,9 @@ class PlakarEnv:
             "XDG_DATA_HOME": str(self.root / "data"),
             "PLAKAR_PASSPHRASE": PASSPHRASE,
             "TMPDIR": str(self.root),
-            # The connectors' log level, when a developer asks for it.
-            **({"KLOSET_LOG": os.environ["KLOSET_LOG"]} if "KLOSET_LOG" in os.environ else {}),
+            # The connectors' log level, when a developer asks for it, and
+            # where their fork servers live (the test session's own folder).
+            **{k: os.environ[k] for k in ("KLOSET_LOG", "XDG_RUNTIME_DIR") if k in os.environ},
             **(extra_env or {}),
         }
         self.bin = plakar_bin()

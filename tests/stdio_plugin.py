@@ -23,6 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _pump(src: int, dst: int, on_end: threading.Event | None = None) -> None:
+    """Copy ``src`` to ``dst`` until EOF, then close both: the pump owns them
+    (its own duplicates), so that no descriptor number it still uses can be
+    closed and reused under it (it would write a stale connection's bytes into
+    another plugin's pipe)."""
     try:
         while data := os.read(src, 1 << 20):
             view = memoryview(data)
@@ -31,6 +35,8 @@ def _pump(src: int, dst: int, on_end: threading.Event | None = None) -> None:
     except OSError:
         pass
     finally:
+        os.close(src)
+        os.close(dst)
         if on_end is not None:
             on_end.set()
 
@@ -57,8 +63,10 @@ class StdioPlugin:
         self._conn = conn
         assert self.proc.stdin is not None and self.proc.stdout is not None
         stdin_fd, stdout_fd = self.proc.stdin.fileno(), self.proc.stdout.fileno()
-        threading.Thread(target=_pump, args=(conn.fileno(), stdin_fd), daemon=True).start()
-        threading.Thread(target=_pump, args=(stdout_fd, conn.fileno()), daemon=True).start()
+        threading.Thread(target=_pump, args=(os.dup(conn.fileno()), os.dup(stdin_fd)),
+                         daemon=True).start()
+        threading.Thread(target=_pump, args=(os.dup(stdout_fd), os.dup(conn.fileno())),
+                         daemon=True).start()
 
     def _read_stderr(self) -> None:
         assert self.proc.stderr is not None
@@ -74,6 +82,7 @@ class StdioPlugin:
         self.channel.close()
         start = time.monotonic()
         assert self.proc.stdin is not None
+        self._end_relay()
         with contextlib.suppress(OSError):
             self.proc.stdin.close()
         try:
@@ -82,10 +91,19 @@ class StdioPlugin:
             self.kill()
         return time.monotonic() - start
 
+    def _end_relay(self) -> None:
+        """Stop relaying: the pumps see EOF and close their duplicates (the one
+        of stdin included, so that the plugin sees EOF once ours is closed)."""
+        conn = getattr(self, "_conn", None)
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self._end_relay()
         self._listener.close()
         with contextlib.suppress(OSError):
             os.unlink(os.path.join(self._dir, "client.sock"))

@@ -14,16 +14,20 @@ creates its own venv from PyPI: several minutes. Select with ``-m package``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import ipaddress
 import json
 import os
 import re
+import shlex
 import shutil
+import signal
 import stat
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import time
 import uuid
@@ -37,6 +41,16 @@ from typing import Any
 import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
 from azurite import ACCOUNT, KEY, Azurite, start_azurite
+from fork_helpers import (
+    alive,
+    kill_processes_of,
+    occurrences,
+    parent_of,
+    spare_of,
+    status_of,
+    stdout_ends,
+    wait_for,
+)
 from plakar_env import PlakarEnv, output, plakar_bin, snapshot_id
 from stdio_plugin import StdioPlugin
 from tree_compare import make_sample_tree, snapshot
@@ -281,6 +295,185 @@ def test_launcher_serves_grpc_on_its_stdio(ptar: Path, tmp_path: Path) -> None:
         finally:
             plugin.close_stdin()
         assert plugin.proc.returncode == 0, plugin.stderr
+
+
+# -- the packaged connector's fork server (the confinement was found lacking with it) --
+
+class Packaged:
+    """The packaged importer spawned as plakar spawns it (two pipes), in a
+    folder of its own (so that the process serving it can be found), Init
+    answered; ``pid`` is the process that serves it: the launcher itself, or
+    the child a fork server forked."""
+
+    def __init__(self, launcher: Path, runtime: Path, cwd: Path,
+                 wrapper: list[str] | None = None, **env: str) -> None:
+        cwd.mkdir(parents=True, exist_ok=True)
+        command = shlex.join([*(wrapper or []), str(launcher), "importer"])
+        self.plugin = StdioPlugin(
+            ["/bin/sh", "-c", f"cd {shlex.quote(str(cwd))} && exec {command}"],
+            {"PATH": NO_PATH, "HOME": str(runtime), "XDG_RUNTIME_DIR": str(runtime), **env})
+        try:
+            ipb_grpc.ImporterStub(self.plugin.channel).Init(  # type: ignore[no-untyped-call]
+                ipb.InitRequest(proto="azblob", config={
+                    "location": "azblob://forked", "connection_string": COLD_CS}),
+                timeout=60, wait_for_ready=True)
+        except Exception:
+            self.plugin.kill()
+            raise
+        self.pid = self.plugin.proc.pid
+        for entry in Path("/proc").iterdir():
+            with contextlib.suppress(OSError):
+                if (entry.name.isdigit() and (entry / "comm").read_text().startswith("kloset-")
+                        and os.readlink(entry / "cwd") == str(cwd)):
+                    self.pid = int(entry.name)
+
+    @property
+    def forked(self) -> bool:
+        return self.pid != self.plugin.proc.pid
+
+
+@pytest.fixture
+def packaged(ptar: Path, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """An installed launcher (runtime extracted) and a private runtime directory
+    whose fork servers are killed at the end."""
+    launcher = _copy_launcher(tmp_path / "pkg")
+    runtime = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))
+    runtime.chmod(0o700)
+    try:
+        yield launcher, runtime
+    finally:
+        kill_processes_of(launcher.parent)
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+def packaged_server(launcher: Path, runtime: Path, tmp_path: Path, **env: str) -> int:
+    """Plain launches until one is forked: the pid of the server that forked it."""
+    deadline = time.monotonic() + 30
+    while True:
+        launch = Packaged(launcher, runtime, tmp_path / uuid.uuid4().hex, **env)
+        launch.plugin.close_stdin()
+        if launch.forked or time.monotonic() > deadline:
+            assert launch.forked, "no fork server served the packaged connector"
+            [lock] = (runtime / "kloset").glob("plakar-azblob-*.sock.lock")
+            return int(lock.read_text().split()[0])
+
+
+def _limits(pid: int) -> str:
+    return next(line for line in Path(f"/proc/{pid}/limits").read_text().splitlines()
+                if line.startswith("Max open files")).split()[3]
+
+
+PACKAGED_CONFINED = {
+    "setpriv --no-new-privs": (["setpriv", "--no-new-privs"],
+                               lambda pid: status_of(pid)["NoNewPrivs"], "1"),
+    "setpriv --bounding-set -all": (["setpriv", "--bounding-set", "-all"],
+                                    lambda pid: status_of(pid)["CapBnd"], "0000000000000000"),
+    "setpriv --groups 4242": (["setpriv", "--groups", "4242"],
+                              lambda pid: status_of(pid)["Groups"], "4242"),
+    "prlimit --nofile=300:300": (["prlimit", "--nofile=300:300"], _limits, "300"),
+    "nice -n 7": (["nice", "-n", "7"],
+                  lambda pid: Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16],
+                  "7"),
+}
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root")
+def test_packaged_connector_confined_like_its_launcher(packaged: tuple[Path, Path],
+                                                      tmp_path: Path) -> None:
+    """The issue's table, with the packaged connector and a fork server
+    running: each launcher changed in one way; the process that serves plakar
+    has that change, and is never the running server's child."""
+    launcher, runtime = packaged
+    host = packaged_server(launcher, runtime, tmp_path)
+    for name, (wrapper, fact, value) in PACKAGED_CONFINED.items():
+        if shutil.which(wrapper[0]) is None:
+            continue
+        wrapper = [str(shutil.which(wrapper[0])), *wrapper[1:]]
+        for _ in range(2):  # in process, then forked by a server of that context
+            launch = Packaged(launcher, runtime, tmp_path / uuid.uuid4().hex, wrapper)
+            assert fact(launch.pid) == value and fact(host) != value, name
+            assert parent_of(launch.pid) != host, name
+            launch.plugin.close_stdin()
+    if shutil.which("unshare"):
+        launch = Packaged(launcher, runtime, tmp_path / "net",
+                          [str(shutil.which("unshare")), "-n"])
+        assert os.readlink(f"/proc/{launch.pid}/ns/net") != os.readlink(
+            f"/proc/{host}/ns/net")
+        launch.plugin.close_stdin()
+
+
+@pytest.mark.faults
+def test_packaged_connector_with_its_server_stopped(packaged: tuple[Path, Path],
+                                                    tmp_path: Path) -> None:
+    """A stopped server (and its spare): the launch is served in its own process,
+    the stopped ones hold none of its pipes (stdout reaches EOF once stdin is
+    closed), and a new server takes over."""
+    launcher, runtime = packaged
+    server = packaged_server(launcher, runtime, tmp_path)
+    spare = spare_of(server)
+    for pid in (server, spare):
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        launch = Packaged(launcher, runtime, tmp_path / "stopped")
+        assert not launch.forked
+        launch.plugin.close_stdin()
+        env = {"PATH": NO_PATH, "HOME": str(runtime), "XDG_RUNTIME_DIR": str(runtime)}
+        status, took = stdout_ends([str(launcher), "importer"], env)
+        assert status == 0 and took >= 0, "a stopped process kept the launcher's stdout"
+        assert packaged_server(launcher, runtime, tmp_path) != server
+    finally:
+        for pid in (server, spare):
+            os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: not alive(server), timeout=15)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="reading another process's memory needs root")
+def test_packaged_server_keeps_no_secret(packaged: tuple[Path, Path], tmp_path: Path) -> None:
+    launcher, runtime = packaged
+    server = packaged_server(launcher, runtime, tmp_path)
+    marker = f"client-secret-{uuid.uuid4().hex}"
+    launch = Packaged(launcher, runtime, tmp_path / "secret", AZURE_CLIENT_SECRET=marker)
+    assert launch.forked and occurrences(launch.pid, marker.encode()) > 0
+    launch.plugin.close_stdin()
+    wait_for(lambda: not alive(launch.pid))
+    for pid in (server, spare_of(server)):
+        assert occurrences(pid, marker.encode()) == 0
+
+
+def test_packaged_connector_killed_kills_its_launcher(packaged: tuple[Path, Path],
+                                                     tmp_path: Path) -> None:
+    launcher, runtime = packaged
+    packaged_server(launcher, runtime, tmp_path)
+    launch = Packaged(launcher, runtime, tmp_path / "killed")
+    assert launch.forked
+    os.kill(launch.pid, signal.SIGKILL)
+    assert launch.plugin.proc.wait(10) == -signal.SIGKILL
+    launch.plugin.kill()
+
+
+@pytest.mark.skipif(os.getuid() != 0 or shutil.which("unshare") is None,
+                    reason="needs root and unshare")
+def test_store_creation_under_unshare_n_cannot_reach_the_hosts_azurite(
+    nopy: PlakarEnv, ptar: Path, azurite: Azurite
+) -> None:
+    """As the issue found it: with a fork server running (started by a store on
+    Azurite on the host's loopback), creating a store from inside a network
+    namespace of its own must fail, and write nothing."""
+    pk(nopy, "pkg", "add", str(ptar))
+    service = BlobServiceClient.from_connection_string(azurite.connection_string)
+    cs = f"connection_string={azurite.connection_string}"
+    host = new_container(service, "host").container_name
+    pk(nopy, "store", "add", "host", f"azblob://{host}", cs)
+    pk(nopy, "at", "@host", "create")
+    runtime = Path(nopy.env["XDG_RUNTIME_DIR"])
+    wait_for(lambda: list(runtime.glob("kloset/plakar-azblob-*.sock")))
+    confined = new_container(service, "confined")
+    pk(nopy, "store", "add", "confined", f"azblob://{confined.container_name}", cs)
+    proc = subprocess.run([str(shutil.which("unshare")), "-n", nopy.bin, "at", "@confined",
+                           "create"], env=nopy.env, cwd=nopy.root, capture_output=True,
+                          text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    assert proc.returncode != 0 and "network is unreachable" in output(proc), output(proc)
+    assert not list(confined.list_blobs())
 
 
 def test_no_python_on_the_path(nopy: PlakarEnv) -> None:

@@ -61,7 +61,8 @@ def server_argv() -> list[str]:
     """How to run this program again (the fork server re-executes it, with a clean environment)."""
     if getattr(sys, "frozen", False):
         return [sys.executable]
-    return [sys.executable, "-m", __package__ or "plakar_azblob"]
+    return [sys.executable, *forkserver.interpreter_options(), "-m",
+            __package__ or "plakar_azblob"]
 
 
 def main(argv: list[str] | None = None) -> None:
