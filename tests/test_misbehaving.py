@@ -2,16 +2,19 @@
 
 Azurite plays the service behind :class:`fault_proxy.FaultProxy`, whose rules
 answer in its place (a 200 that is not a listing, throttling with
-Retry-After, server errors), reset connections, cut bodies or drip them. The
-connectors run in this process here (their objects, as their servicers call
-them); ``test_misbehaving_stdio.py`` drives them as plakar does. Every
-request the connectors make is seen by the proxy: counted, timed, and
-checked for a request id and the SDK's user agent.
+Retry-After, server errors), reset connections, cut bodies or drip them.
+Every request the connectors make is seen by the proxy: counted, timed, and
+checked for a request id and the SDK's user agent. The connectors run first
+in this process (their objects, as their servicers call them), then as
+plakar runs them: the importer spawned and driven over its stdio, and the
+real plakar backing up through the proxy.
 """
 
 from __future__ import annotations
 
 import os
+import queue
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,12 +23,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
-from azblob_helpers import new_container
+from azblob_helpers import new_container, pk
+from azblob_package import entry_point
 from azure.storage.blob import ContainerClient
 from azurite import ACCOUNT, KEY, Azurite
 from entra_azurite import TokenService, ca_directory, https_azurite, self_signed
 from fault_proxy import FaultProxy, Rule, Seen
+from plakar_env import PlakarEnv, output, snapshot_id
+from stdio_plugin import StdioPlugin
 
 from kloset_sdk import (
     ConnectorError,
@@ -34,8 +41,12 @@ from kloset_sdk import (
     Range,
     Resource,
     StoreFlag,
+    filemode,
     iter_chunks,
 )
+from kloset_sdk._proto import connectors_pb2 as cpb
+from kloset_sdk._proto import importer_pb2 as ipb
+from kloset_sdk._proto import importer_pb2_grpc as ipb_grpc
 from plakar_azblob import client as client_module
 from plakar_azblob import direct as direct_module
 from plakar_azblob import http_transport
@@ -392,3 +403,182 @@ def test_entra_id_bearer_tokens_on_the_direct_path(
         assert backup(source) == expected()
         assert sum(FALLBACKS.values()) == before
         assert tokens.served == 1
+
+
+# -- 7. the importer spawned and driven over its stdio, as plakar does --
+
+class Stdio:
+    """The importer as plakar runs it: Init, Import (records unacknowledged until the
+    end, as plakar does for a record it has yet to open), then Opens."""
+
+    def __init__(self, endpoint: str, container: str, code: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        argv = [str(entry_point()), "importer"] if code is None else \
+            [sys.executable, "-c", code + "\nfrom plakar_azblob.__main__ import serve\n"
+                                          "serve('importer')\n"]
+        self.plugin = StdioPlugin(argv, {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                                         "HOME": os.environ.get("HOME", "/"), **(env or {})})
+        self.stub = ipb_grpc.ImporterStub(self.plugin.channel)
+        self.stub.Init(ipb.InitRequest(
+            proto="azblob", options=ipb.Options(maxconcurrency=4),
+            config={"location": f"azblob://{container}", "account_name": ACCOUNT,
+                    "account_key": KEY, "endpoint": endpoint, "block_size": "1MiB"}),
+            timeout=60, wait_for_ready=True)
+        self.acks: queue.Queue[ipb.ImportRequest | None] = queue.Queue()
+
+    def records(self) -> list[str]:
+        """The pathnames of the files imported (not directories, not extended attributes)."""
+        call = self.stub.Import(iter(self.acks.get, None), timeout=120)
+        found = []
+        for response in call:
+            if response.finished:
+                break
+            record = response.record
+            if not record.isXattr and not record.fileInfo.mode & filemode.DIR:
+                found.append(record.pathname)
+        return found
+
+    def open(self, path: str) -> bytes:
+        request = ipb.OpenRequest(record=cpb.Record(pathname=path))
+        return b"".join(r.chunk for r in self.stub.Open(request, timeout=120))
+
+    def close(self) -> str:
+        """End the plugin; its stderr."""
+        self.acks.put(None)
+        self.plugin.close_stdin()
+        return self.plugin.stderr
+
+
+@contextmanager
+def stdio(endpoint: str, container: str, code: str | None = None,
+          env: dict[str, str] | None = None) -> Iterator[Stdio]:
+    plugin = Stdio(endpoint, container, code, env)
+    try:
+        yield plugin
+    finally:
+        plugin.close()
+
+
+def test_over_stdio_a_page_that_is_not_a_listing_fails_the_import(
+        azurite: Azurite, dataset: ContainerClient) -> None:
+    rule = Rule("answer", kind="list", times=None, status=200, body=HTML,
+                content_type="text/html; charset=utf-8")
+    with proxy(azurite, rule) as px, stdio(px.endpoint(ACCOUNT), dataset.container_name) as imp, \
+            pytest.raises(grpc.RpcError) as info:
+        imp.records()
+    details = str(info.value.details())
+    assert details.startswith(f"cannot list azblob://{dataset.container_name}: the service's "
+                              "answer is not a blob listing: HTTP 200, Content-Type text/html; "
+                              "charset=utf-8, XML whose root is <html>"), details
+    assert "\n" not in details
+
+
+def test_over_stdio_throttled_reads_wait_and_ask_once_more(
+        azurite: Azurite, dataset: ContainerClient) -> None:
+    rules = [Rule("answer", kind="blob", status=503, retry_after="1"),
+             Rule("answer", kind="list", status=429, retry_after="1")]
+    with proxy(azurite, *rules) as px, stdio(px.endpoint(ACCOUNT), dataset.container_name) as imp:
+        paths = imp.records()
+        with ThreadPoolExecutor(8) as pool:
+            contents = dict(zip(paths, pool.map(imp.open, paths), strict=True))
+    assert contents == expected()
+    for name in [*SMALL, BIG]:
+        first, second = px.requests_to(name)
+        assert second.at - first.at >= 1.0 and "x-ms-range" not in second.headers
+    assert len(px.listings()) == 2
+    assert_identified([s for s in px.seen if s.action == ""])
+
+
+# Deadlines short enough for a test (the real ones: 120 s, then 16 KiB/s), and the
+# retries quick, in the spawned importer.
+SHORT = """
+from plakar_azblob import client, direct, http_transport
+direct.READ_TIMEOUT, direct.MIN_BODY_RATE, http_transport.TICK = 1.0, 1 << 20, 0.1
+client.INITIAL_BACKOFF, client.MAX_BACKOFF = 0.005, 0.02
+"""
+
+
+def test_over_stdio_dripping_bodies_end_in_bounded_time(
+        azurite: Azurite, dataset: ContainerClient) -> None:
+    small, dripping = list(SMALL)[:2]
+    rules = [Rule("drip", blob=small, drip=0.01), Rule("drip", blob=BIG, drip=0.01),
+             Rule("drip", blob=dripping, drip=0.01, times=None)]
+    started = time.monotonic()
+    with proxy(azurite, *rules) as px, \
+            stdio(px.endpoint(ACCOUNT), dataset.container_name, SHORT) as imp:
+        imp.records()
+        assert imp.open(f"/{small}") == SMALL[small]
+        assert imp.open(f"/{BIG}") == BIG_DATA
+        with pytest.raises(grpc.RpcError) as info:
+            imp.open(f"/{dripping}")
+    assert time.monotonic() - started < 60
+    assert str(info.value.details()) == (
+        f"cannot read blob {dripping!r}: the connection to {px.endpoint(ACCOUNT)} failed: "
+        "the answer was too slow (a stalled or dripping body)")
+    assert len(px.requests_to(small)) == len(px.requests_to(BIG)) == 2
+    # Its tries, and the same again if the read-ahead (after the Open of the blob before
+    # it) gave up first: a read ahead that failed is made again at the Open.
+    tries = 1 + client_module.READ_RETRIES
+    assert len(px.requests_to(dripping)) in (tries, 2 * tries)
+
+
+def test_over_stdio_fallbacks_are_logged_at_debug_level(
+        azurite: Azurite, dataset: ContainerClient) -> None:
+    """An SDK whose client lacks what the direct path uses: the SDK's objects read
+    everything, and KLOSET_LOG=debug says so for each request."""
+    code = "import plakar_azblob.direct as d\nd._credential = lambda policy: None\n"
+    with proxy(azurite) as px, stdio(px.endpoint(ACCOUNT), dataset.container_name, code,
+                                     {"KLOSET_LOG": "debug"}) as imp:
+        assert f"/{BIG}" in imp.records()
+        assert imp.open(f"/{BIG}") == BIG_DATA
+        stderr = imp.close()
+    assert "no direct path: the Azure SDK client's credential policy is " \
+        "SharedKeyCredentialPolicy" in stderr
+    assert "request made through the Azure SDK instead of the direct path: listing" in stderr
+    assert "request made through the Azure SDK instead of the direct path: read" in stderr
+
+
+# -- 8. the real plakar --
+
+@pytest.mark.plakar
+def test_plakar_backup_through_a_gateway_answering_html_fails_in_one_line(
+        azplakar: PlakarEnv, azurite: Azurite, dataset: ContainerClient, tmp_path: Path) -> None:
+    """A captive portal or a misconfigured gateway: a backup of nothing must not succeed."""
+    store = str(tmp_path / "store")
+    pk(azplakar, "at", store, "create")
+    rule = Rule("answer", kind="list", times=None, status=200, body=HTML,
+                content_type="text/html")
+    with proxy(azurite, rule) as px:
+        pk(azplakar, "source", "add", "src", f"azblob://{dataset.container_name}",
+           f"account_name={ACCOUNT}", f"account_key={KEY}", f"endpoint={px.endpoint(ACCOUNT)}")
+        proc = pk(azplakar, "at", store, "backup", "@src", ok=False)
+    text = output(proc)
+    assert proc.returncode != 0, text
+    assert "Traceback" not in text
+    assert text.strip().endswith(f"failed to backup source: rpc error: code = Unknown desc = "
+                                 f"cannot list azblob://{dataset.container_name}: the service's "
+                                 "answer is not a blob listing: HTTP 200, Content-Type "
+                                 "text/html, XML whose root is <html>"), text
+    assert len(text.strip().splitlines()) == 1, text
+    assert pk(azplakar, "at", store, "ls").stdout.strip() == ""  # no snapshot
+
+
+@pytest.mark.plakar
+def test_plakar_backup_under_throttling_equals_a_clean_one(
+        azplakar: PlakarEnv, azurite: Azurite, dataset: ContainerClient, tmp_path: Path) -> None:
+    store = str(tmp_path / "store")
+    pk(azplakar, "at", store, "create")
+    rules = [Rule("answer", kind="blob", status=503, retry_after="1"),
+             Rule("answer", kind="list", status=503, retry_after="1")]
+    with proxy(azurite, *rules) as px:
+        pk(azplakar, "source", "add", "src", f"azblob://{dataset.container_name}",
+           f"account_name={ACCOUNT}", f"account_key={KEY}", f"endpoint={px.endpoint(ACCOUNT)}")
+        snap = snapshot_id(pk(azplakar, "at", store, "backup", "@src"))
+    for name in [*SMALL, BIG]:
+        first, second = px.requests_to(name)
+        assert second.at - first.at >= 1.0 and "x-ms-range" not in second.headers
+    assert_identified([s for s in px.seen if s.action == ""])
+    restored = tmp_path / "restored"
+    pk(azplakar, "at", store, "restore", "-to", str(restored), snap)
+    assert {f"/{p.relative_to(restored)}": p.read_bytes() for p in restored.rglob("*")
+            if p.is_file()} == expected()
