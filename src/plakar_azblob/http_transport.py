@@ -72,7 +72,7 @@ class _Watchdog:
     ``HTTPResponse.shutdown``). Arming and disarming cost a dictionary
     operation under a lock; the thread looks at the armed responses once every
     :data:`TICK` seconds (deadlines are never shorter than the read timeout),
-    and sleeps for good while none is armed.
+    and sleeps for good once none is armed at a tick.
     """
 
     def __init__(self) -> None:
@@ -107,8 +107,9 @@ class _Watchdog:
             while True:
                 if not self._armed:
                     self._idle = True
-                    self._wake.wait()
-                    continue
+                    self._wake.wait()  # until a response is armed
+                # A tick before looking: most responses are done by then, and until it
+                # has passed no arm wakes this thread (one wake-up a tick at most).
                 self._wake.wait(TICK)
                 now = time.monotonic()
                 for key, (due, guard) in list(self._armed.items()):
@@ -304,7 +305,7 @@ class Urllib3Transport(HttpTransport):  # type: ignore[type-arg]
         self._pool_kw.update(tls_settings(use_env_settings))
         self._direct = urllib3.PoolManager(num_pools=4, **self._pool_kw)
         self._proxies: dict[str, urllib3.PoolManager] = {}
-        self._routes: dict[tuple[str, str], str | None] = {}
+        self._routes: dict[str, str | None] = {}
         self._lock = threading.Lock()
 
     def open(self) -> None:
@@ -326,8 +327,8 @@ class Urllib3Transport(HttpTransport):  # type: ignore[type-arg]
         stream = bool(kwargs.pop("stream", False))
         manager = self._manager(request.url, kwargs.pop("proxies", None))
         try:
-            raw = manager.urlopen(request.method, request.url, body=request.content,
-                                  headers=dict(request.headers), preload_content=False,
+            raw = manager.urlopen(request.method, request.url, body=request.body,
+                                  headers=request.headers, preload_content=False,
                                   decode_content=False, redirect=False, retries=False)
         except (NewConnectionError, ConnectTimeoutError, ProxyError, SSLError) as exc:
             timeout = isinstance(exc, ConnectTimeoutError) and not isinstance(
@@ -344,8 +345,8 @@ class Urllib3Transport(HttpTransport):  # type: ignore[type-arg]
 
     def _manager(self, url: str, proxies: MutableMapping[str, str] | None) -> urllib3.PoolManager:
         """The pool for ``url``: direct, or through the proxy requests would choose."""
-        parts = urlsplit(url)
-        key = (parts.scheme, parts.netloc)
+        end = url.find("/", url.find("//") + 2)
+        key = url if end < 0 else url[:end]  # scheme://host:port has one route
         if proxies is None and key in self._routes:
             proxy = self._routes[key]
         else:
