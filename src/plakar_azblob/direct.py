@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ from azure.core.pipeline.policies import (
     SansIOHTTPPolicy,
     UserAgentPolicy,
 )
-from azure.core.rest import HttpRequest
+from azure.core.pipeline.transport import HttpRequest
 from azure.storage.blob import ContainerClient
 
 from .client import (
@@ -201,7 +202,7 @@ class DirectReader:
             headers["If-Match"] = etag
         response = self._get(self._blob_url(name), headers, stream=False)
         _expect(response, 206 if length is not None else 200, "the blob's content")
-        data = response.content
+        data = response.body()
         got = response.headers.get("ETag", "")
         _check_etag(etag, got)
         if length is not None and (len(data) > length or (len(data) < length and not shorter)):
@@ -250,14 +251,16 @@ class DirectReader:
         sas = "&" + self._query[1:] if self._query else ""
         response = self._get(f"{self._base}?{query}{sas}", {}, stream=False)
         _expect(response, 200, "a blob listing")
-        return Page(response.content, response.status_code, response.content_type or "")
+        return Page(response.body(), response.status_code, response.content_type or "")
 
     def _blob_url(self, name: str) -> str:
         return f"{self._base}/{quote(name, safe='~/')}{self._query}"
 
     def _get(self, url: str, headers: dict[str, str], stream: bool) -> Urllib3Response:
+        # A random request id (RequestIdPolicy's own, uuid1, asks libuuid's uuidd
+        # daemon through a socket: 3 system calls per request).
         response = self._pipeline.run(HttpRequest("GET", url, headers=headers),
-                                      stream=stream).http_response
+                                      stream=stream, request_id=str(uuid.uuid4())).http_response
         assert isinstance(response, Urllib3Response)
         return response
 
@@ -282,7 +285,7 @@ def _error_body(response: Urllib3Response) -> bytes:
     """The body of an error answer, for its code and message: b"" if it is large
     (never an error's) or breaks off (the status is the error)."""
     if response.is_stream_consumed:
-        return response.content
+        return response.body()
     length = response.headers.get("Content-Length") or ""
     if length.isdigit() and int(length) <= ERROR_BODY_LIMIT:
         try:
