@@ -4,10 +4,13 @@ taking over (counted) only when the direct path cannot be built."""
 
 from __future__ import annotations
 
+import ast
 import gzip
 import logging
 import os
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -222,3 +225,36 @@ def test_the_store_reads_and_lists_directly(azurite: Azurite,
     small = store.get(Resource.PACKFILE, macs[2], Range(10, 1000), StoreFlag.NONE)
     assert b"".join(iter_chunks(small)) == DATA[10:1010]
     store.close()
+
+
+# Calls that send HTTP requests (or make the clients that do), in the sources.
+_HTTP_CALLS = re.compile(r"urlopen\(|\.request\(|Session\(|PoolManager\(|ProxyManager\(|"
+                         r"requests\.(get|post|put|head|delete|patch|options)\(|"
+                         r"HTTPS?Connection\(|create_connection\(|urllib\.request|"
+                         r"import http\.client|from http\.client|from http import client")
+
+
+def test_only_azure_core_transports_send_http_requests() -> None:
+    """Nothing in src/ sends an HTTP request outside azure-core's pipeline: urllib3 is
+    called by our azure-core transport's ``send`` alone, and requests' session is the
+    one handed to azure-core's RequestsTransport (the SDK's clients)."""
+    root = Path(__file__).resolve().parent.parent
+    found = set()
+    for path in sorted((root / "src").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        scopes = {}  # line -> the innermost function or class defining it
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.ClassDef):
+                for line in range(node.lineno, (node.end_lineno or node.lineno) + 1):
+                    if line not in scopes or scopes[line][0] < node.lineno:
+                        scopes[line] = (node.lineno, node.name)
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            match = _HTTP_CALLS.search(line.split("#")[0])
+            if match:
+                found.add((path.name, scopes.get(number, (0, "<module>"))[1], match.group()))
+    assert found == {
+        ("client.py", "_transport", "Session("),  # -> RequestsTransport(session=...)
+        ("http_transport.py", "__init__", "PoolManager("),  # Urllib3Transport's pools
+        ("http_transport.py", "send", "urlopen("),  # Urllib3Transport.send
+        ("http_transport.py", "_proxy_manager", "ProxyManager("),
+    }, found
