@@ -258,3 +258,57 @@ def test_only_azure_core_transports_send_http_requests() -> None:
         ("http_transport.py", "send", "urlopen("),  # Urllib3Transport.send
         ("http_transport.py", "_proxy_manager", "ProxyManager("),
     }, found
+
+
+def test_a_bearer_challenge_gets_a_new_token_and_one_more_try() -> None:
+    """The SDK client's bearer policy, shared by the direct pipeline: a 401 with
+    ``WWW-Authenticate`` asks it for a new token (its on_challenge), then tries once
+    more, as its own send does; the SDK pipeline it belongs to is left as it was."""
+    from azure.core.pipeline import Pipeline
+    from azure.core.pipeline.policies import BearerTokenCredentialPolicy
+    from azure.core.pipeline.transport import HttpRequest, HttpResponse, HttpTransport
+
+    from plakar_azblob.direct import _SharedBearer
+
+    class Answer(HttpResponse):
+        def __init__(self, request: HttpRequest, status: int, headers: dict[str, str]):
+            super().__init__(request, None)
+            self.status_code, self.headers = status, headers
+
+        def close(self) -> None:
+            pass
+
+    class Service(HttpTransport):  # type: ignore[type-arg]
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+
+        def send(self, request: HttpRequest, **kwargs: Any) -> Answer:
+            self.seen.append(request.headers["Authorization"])
+            if len(self.seen) == 1:
+                return Answer(request, 401, {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+            return Answer(request, 200, {})
+
+        def open(self) -> None: ...
+        def close(self) -> None: ...
+        def __exit__(self, *args: object) -> None: ...
+
+    tokens = iter(["first", "second"])
+
+    class Policy(BearerTokenCredentialPolicy):  # type: ignore[type-arg]
+        def on_challenge(self, request: Any, response: Any) -> bool:
+            self.authorize_request(request, *self._scopes)
+            return True
+
+    class Credential:
+        def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+            return AccessToken(next(tokens), 2**31)
+
+    shared = Policy(Credential(), "https://storage.azure.com/.default")
+    sdk_next = object()
+    shared.next = sdk_next  # type: ignore[assignment]  # as linked in the SDK's pipeline
+    service = Service()
+    pipeline = Pipeline(service, policies=[_SharedBearer(shared)])
+    answer = pipeline.run(HttpRequest("GET", "https://acc.blob.core.windows.net/c/b"))
+    assert answer.http_response.status_code == 200
+    assert service.seen == ["Bearer first", "Bearer second"]
+    assert shared.next is sdk_next

@@ -9,10 +9,11 @@ made here instead: an ``HttpRequest`` of our own run through an azure-core
 ``Pipeline`` of the policies the SDK's clients run, on
 :class:`~plakar_azblob.http_transport.Urllib3Transport`:
 
-- a request id (``x-ms-client-request-id``, the same for every try) and the
-  SDK clients' user agent (azure-core's ``RequestIdPolicy`` and
-  ``UserAgentPolicy``, built as the SDK builds them), proxies
-  (``ProxyPolicy``, the environment's as requests takes them);
+- a request id (``x-ms-client-request-id``, the same for every try:
+  azure-core's ``RequestIdPolicy``) and the SDK clients' user agent
+  (``UserAgentPolicy``, built as the SDK builds it); proxies: the pipeline's
+  own (``ProxyPolicy``), else the environment's, which the transport takes as
+  requests takes them for the SDK's clients;
 - the retries of every request of the connectors (:class:`AzblobRetry`: 408,
   429 and 5xx honouring ``Retry-After``, broken connections);
 - the API version and date, then the SDK client's own credential policy
