@@ -174,6 +174,32 @@ def test_throttled_reads_wait_and_ask_once_more(azurite: Azurite, dataset: Conta
     assert second.at - first.at >= 1.0
 
 
+def test_throttled_store_gets_wait_and_ask_once_more(azurite: Azurite) -> None:
+    """The storage connector's Gets alike: a whole object (one stream) and a range of
+    less than a block (one GET), each asked once more, a second later."""
+    kstore = new_container(azurite, "thr-store")
+    config = {"location": f"azblob://{kstore.container_name}", "account_name": ACCOUNT,
+              "account_key": KEY, "block_size": "1MiB"}
+    writer = AzureStore("azblob", {**config, "endpoint": azurite.endpoint})
+    writer.create(b"config")
+    mac = b"\x02" * 32
+    writer.put(Resource.PACKFILE, mac, IncomingContent(source=iter([BIG_DATA])), StoreFlag.NONE)
+    writer.close()
+    reads = {"whole": (None, BIG_DATA), "part": (Range(MiB, 1000), BIG_DATA[MiB:MiB + 1000])}
+    for what, (range_, data) in reads.items():
+        with proxy(azurite, Rule("answer", kind="blob", status=503, retry_after="1")) as px:
+            store = AzureStore("azblob", {**config, "endpoint": px.endpoint(ACCOUNT)})
+            got = store.get(Resource.PACKFILE, mac, range_, StoreFlag.NONE)
+            assert b"".join(iter_chunks(got)) == data
+            store.close()
+        [name] = {s.path.rsplit("/", 1)[-1] for s in px.seen}
+        first, second = px.requests_to(name)
+        assert (first.action, second.action) == ("answer", ""), what
+        assert second.at - first.at >= 1.0, what
+        # The whole object is one stream, not ranges; the part, one ranged GET.
+        assert ("x-ms-range" in second.headers) == (what == "part"), what
+
+
 # -- 3. server errors, resets, cut bodies --
 
 def test_server_errors_resets_and_cut_bodies_are_asked_again(
