@@ -263,16 +263,17 @@ def short_deadlines(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(http_transport, "TICK", 0.1)
 
 
-def test_a_dripping_body_is_cut_then_asked_again(
+def test_a_dripping_or_stalled_body_is_cut_then_asked_again(
         azurite: Azurite, dataset: ContainerClient, short_deadlines: None) -> None:
-    small = next(iter(SMALL))
-    rules = [Rule("drip", blob=small, drip=0.01), Rule("drip", blob=BIG, drip=0.01)]
+    small, stalled = list(SMALL)[:2]
+    rules = [Rule("drip", blob=small, drip=0.01), Rule("drip", blob=BIG, drip=0.01),
+             Rule("drip", blob=stalled, drip=3.0)]  # a byte, then silence (a stall)
     started = time.monotonic()
     with proxy(azurite, *rules) as px:
         assert backup(importer(px.endpoint(ACCOUNT), dataset.container_name)) == expected()
     assert time.monotonic() - started < 30  # dripping, each would take hours
-    assert [s.action for s in px.requests_to(small)] == ["drip", ""]
-    assert [s.action for s in px.requests_to(BIG)] == ["drip", ""]
+    for name in (small, BIG, stalled):
+        assert [s.action for s in px.requests_to(name)] == ["drip", ""], name
 
 
 def test_a_body_that_always_drips_ends_in_one_line(
