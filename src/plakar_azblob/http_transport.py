@@ -1,6 +1,6 @@
 """A slim azure-core transport on urllib3, for the reads that matter most.
 
-azure-core's ``RequestsTransport`` costs about 1 ms of CPU per request in
+azure-core's ``RequestsTransport`` costs about 0.7 ms of CPU per request in
 requests itself (sessions, cookies, environment merging, adapters), more
 than azure-core's policies and more than the service takes to answer a
 small read. This transport implements azure-core's own ``HttpTransport``
@@ -265,9 +265,12 @@ class Urllib3Transport(HttpTransport):  # type: ignore[type-arg]
     def __exit__(self, *args: Any) -> None:
         self.close()
 
-    def send(self, request: HttpRequest, **kwargs: Any) -> Urllib3Response:
-        stream = bool(kwargs.pop("stream", False))
-        manager = self._manager(request.url, kwargs.pop("proxies", None))
+    def send(self, request: HttpRequest, *, stream: bool = False,
+             proxies: MutableMapping[str, str] | None = None,
+             **kwargs: Any) -> Urllib3Response:
+        if kwargs:  # an option no policy took, that this transport would ignore
+            raise TypeError(f"unexpected transport options: {', '.join(sorted(kwargs))}")
+        manager = self._manager(request.url, proxies)
         try:
             raw = manager.urlopen(request.method, request.url, body=request.body,
                                   headers=request.headers, preload_content=False,
