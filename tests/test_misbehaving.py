@@ -12,6 +12,7 @@ real plakar backing up through the proxy.
 
 from __future__ import annotations
 
+import base64
 import os
 import queue
 import sys
@@ -345,7 +346,7 @@ def test_an_http_proxy_from_the_environment(azurite: Azurite, dataset: Container
                  "all_proxy"):
         monkeypatch.delenv(name, raising=False)
     with proxy(azurite) as px:
-        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{px.port}")
+        monkeypatch.setenv("HTTP_PROXY", f"http://proxy%20user:p%40ss@127.0.0.1:{px.port}")
         before = sum(FALLBACKS.values())
         source = importer(azurite.endpoint, dataset.container_name)
         source.ping()  # through the SDK
@@ -353,6 +354,9 @@ def test_an_http_proxy_from_the_environment(azurite: Azurite, dataset: Container
         assert sum(FALLBACKS.values()) == before
         assert px.forwarded == len(px.seen) and len(px.requests_to(BIG)) == 1
         assert len(px.seen) == 1 + 1 + len(SMALL) + 1  # ping, listing, the blobs
+        # The proxy's credentials, as requests sends them.
+        assert {s.headers.get("proxy-authorization") for s in px.seen} == {
+            "Basic " + base64.b64encode(b"proxy user:p@ss").decode()}
         # NO_PROXY is honoured as well.
         monkeypatch.setenv("NO_PROXY", "127.0.0.1")
         assert backup(importer(azurite.endpoint, dataset.container_name)) == expected()
