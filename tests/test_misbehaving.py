@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from kloset_sdk import (
     IncomingContent,
     Options,
     Range,
+    Record,
     Resource,
     StoreFlag,
     filemode,
@@ -52,6 +54,7 @@ from plakar_azblob import client as client_module
 from plakar_azblob import direct as direct_module
 from plakar_azblob import http_transport
 from plakar_azblob.client import USER_AGENT
+from plakar_azblob.destination import AzureExporter
 from plakar_azblob.direct import FALLBACKS
 from plakar_azblob.source import AzureImporter
 from plakar_azblob.storage import AzureStore
@@ -332,6 +335,14 @@ def test_every_request_has_a_request_id_and_the_sdk_user_agent(
         assert b"".join(iter_chunks(got)) == BIG_DATA[5:105]
         store.delete(Resource.PACKFILE, b"\x01" * 32, StoreFlag.NONE)
         store.close()
+        # The destination's requests (the SDK's alone) too.
+        exporter = AzureExporter("azblob", {"location": f"azblob://{kstore.container_name}/r",
+                                            "account_name": ACCOUNT, "account_key": KEY,
+                                            "endpoint": px.endpoint(ACCOUNT)}, Options())
+        exporter.export(Record.file("/f.bin", size=len(BIG_DATA), mod_time=datetime.now(UTC),
+                                    opener=None), IncomingContent(source=iter([BIG_DATA])))
+        exporter.close()
+    assert kstore.download_blob("r/f.bin").readall() == BIG_DATA
     kinds = {s.method for s in px.seen}
     assert {"GET", "PUT", "DELETE"} <= kinds and px.listings()
     assert_identified(px.seen)
