@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import os
 import statistics
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from azure.storage.blob import ContainerClient
-from azurite import ACCOUNT, Azurite
+from azurite import ACCOUNT, KEY, Azurite
 from common import (
     BenchPlakar,
     Contenders,
@@ -266,8 +267,69 @@ def run_small(report: Report) -> None:
         row.go_value = count_ / t_go if t_go else None
         b.report.add(row)
         incremental(b, label, count_)
+        entra_id(b, label, count_, size)
     finally:
         b.close()
+
+
+def entra_id(b: SourceBench, label: str, count_: int, size: int) -> None:
+    """3. Microsoft Entra ID's reads and listings take the direct path too: the importer
+    alone with a managed identity's bearer token against the same with the account
+    key, both over https (Azurite with OAuth, and a stand-in for the managed identity
+    endpoint: tests/entra_azurite.py). The Go package has no Entra ID."""
+    from azure.core.credentials import AccessToken
+    from entra_azurite import TokenService, https_azurite, jwt, self_signed
+
+    class Token:  # the Azure SDK alone, with a token like the managed identity's
+        def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+            now = int(time.time())
+            return AccessToken(jwt({"aud": "https://storage.azure.com", "iat": now - 60,
+                                    "nbf": now - 60, "exp": now + 3600,
+                                    "iss": "https://sts.windows.net/bench/"}), now + 3600)
+
+    cert, key = self_signed(b.work / "tls")
+    az = https_azurite(cert, key)
+    tokens = TokenService()
+    plugins: dict[str, SplicePlugin] = {}
+    try:
+        client = ContainerClient(az.endpoint, "entra", connection_verify=str(cert),
+                                 credential={"account_name": ACCOUNT, "account_key": KEY})
+        fill_small(client, b.work / "local-entra", count_, size)
+        env = {**os.environ, **tokens.env, "REQUESTS_CA_BUNDLE": str(cert)}
+        base = {"location": "azblob://entra", "account_name": ACCOUNT, "endpoint": az.endpoint}
+        configs = {"entra": base, "key": {**base, "account_key": KEY}}
+        runs = {}
+        for name, config in configs.items():
+            plugins[name] = SplicePlugin(plugin_argv("importer"), env)
+            runs[name] = ImporterRun(plugins[name].channel, config, CONCURRENCY)
+            runs[name].init()
+
+        def via(name: str) -> Any:
+            def go() -> None:
+                assert runs[name].run() == (count_, count_ * size)
+            return go
+
+        sdk = ContainerClient(az.endpoint, "entra", credential=Token(),
+                              connection_verify=str(cert), max_single_get_size=BLOCK,
+                              max_chunk_get_size=BLOCK)
+        times = alternate(RUNS["blobs/s"], entra=via("entra"), key=via("key"),
+                          sdk=lambda: sdk_download_all(sdk, CONCURRENCY))
+        for run in runs.values():
+            run.close()
+    finally:
+        for plugin in plugins.values():
+            plugin.close_stdin()
+        tokens.shutdown()
+        tokens.server_close()
+        az.stop()
+    entra, keyed = statistics.median(times["entra"]), statistics.median(times["key"])
+    b.report.ratio_row(
+        "3", f"small blobs over https: importer alone (Import + {CONCURRENCY} concurrent "
+        "Opens) with Microsoft Entra ID (a managed identity's token)", label, count_ / entra,
+        "blobs/s", "same with the account key", count_ / keyed, PLUGIN_GOAL, runs=times,
+        note=f"Azure SDK alone with such a token, list + {CONCURRENCY} concurrent downloads: "
+             f"{count_ / statistics.median(times['sdk']):.0f} blobs/s; {tokens.served} token "
+             "fetched in all; the Go package has no Entra ID")
 
 
 def incremental(b: SourceBench, label: str, count_: int) -> None:

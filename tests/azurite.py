@@ -42,15 +42,16 @@ class Azurite:
     port: int
     process: subprocess.Popen[bytes]
     location: Path | None = None  # the data folder (None: in memory)
+    scheme: str = "http"  # https when started with a certificate (--cert, --key)
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}/{ACCOUNT}"
+        return f"{self.scheme}://127.0.0.1:{self.port}/{ACCOUNT}"
 
     @property
     def connection_string(self) -> str:
-        return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
-                f"BlobEndpoint={self.endpoint};")
+        return (f"DefaultEndpointsProtocol={self.scheme};AccountName={ACCOUNT};"
+                f"AccountKey={KEY};BlobEndpoint={self.endpoint};")
 
     def stop(self, grace: float = 1) -> None:
         """Stop the whole process group, waiting ``grace`` seconds for it to save its data."""
@@ -81,7 +82,7 @@ def start_azurite(debug_log: Path | None = None, extra_args: Sequence[str] = (),
             raise RuntimeError(f"azurite exited with {proc.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return Azurite(port, proc, location)
+                return Azurite(port, proc, location, "https" if "--cert" in extra_args else "http")
         except OSError:
             time.sleep(0.1)
     proc.kill()

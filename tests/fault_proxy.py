@@ -16,6 +16,15 @@ never pipelines). For every request the proxy may:
 service, to catch an operation in the middle). It counts the requests, the
 injected statuses and the cuts. Every thread is a daemon; :meth:`close`
 shuts every connection down and waits (bounded) for the threads to end.
+
+A service that misbehaves on purpose is described by :class:`Rule` objects
+(``rules=``), each applied to the first ``times`` requests of every path it
+matches: answer with a status (``Retry-After`` given or not) or with any body
+(an HTML page, garbage, a truncated listing), reset the connection without
+answering, cut the body after ``cut_after`` bytes, or drip it one byte every
+``drip`` seconds. Every request is recorded (:attr:`FaultProxy.seen`: method,
+target, headers, time), and the proxy also serves as a forward HTTP proxy
+(``HTTP_PROXY``): requests in absolute form are counted in ``forwarded``.
 """
 
 from __future__ import annotations
@@ -23,10 +32,12 @@ from __future__ import annotations
 import contextlib
 import random
 import socket
+import struct
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from io import BufferedReader
 from urllib.parse import unquote, urlsplit
 
@@ -37,6 +48,58 @@ MAX_LINE = 64 * 1024
 
 _REASONS = {429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
 _CODES = {429: "TooManyRequests", 500: "InternalError", 503: "ServerBusy"}
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request as the proxy received it."""
+
+    method: str
+    target: str  # origin form: /account/container/blob?query
+    headers: dict[str, str]  # names lowercased
+    at: float  # time.monotonic() when its head arrived
+    action: str = ""  # the rule applied to it ("" forwarded as is)
+
+    @property
+    def path(self) -> str:
+        return unquote(urlsplit(self.target).path)
+
+    @property
+    def is_listing(self) -> bool:
+        return "comp=list" in urlsplit(self.target).query
+
+
+@dataclass
+class Rule:
+    """What to do, instead of forwarding as is, with the first ``times`` requests
+    (None: all) of each path matched: ``kind`` "list" (List Blobs), "blob" (a GET of
+    a blob, not a listing), or "any" request; ``blob`` narrows to paths ending with it.
+
+    ``action``: "answer" (``status``, ``body``, ``content_type``, ``retry_after``),
+    "reset" (the connection closed with a RST, nothing answered), "cut" (the answer
+    forwarded, its body cut after ``cut_after`` bytes), or "drip" (the answer
+    forwarded, its body sent a byte every ``drip`` seconds)."""
+
+    action: str
+    kind: str = "blob"
+    blob: str | None = None
+    times: int | None = 1
+    status: int = 503
+    body: bytes | None = None
+    content_type: str = "application/xml"
+    retry_after: str | None = None
+    cut_after: int = 0
+    drip: float = 0.05
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def matches(self, method: str, target: str) -> bool:
+        url = urlsplit(target)
+        listing = "comp=list" in url.query
+        if self.kind == "list" and not listing:
+            return False
+        if self.kind == "blob" and (method != "GET" or "comp=" in url.query):
+            return False
+        return self.blob is None or unquote(url.path).endswith("/" + self.blob)
 
 
 class _Closed(Exception):
@@ -108,7 +171,8 @@ class FaultProxy(LoopbackProxy):
     def __init__(self, upstream_port: int, *, seed: int = 0, fault_rate: float = 0.0,
                  statuses: tuple[int, ...] = (500, 503, 429), retry_after: int = 1,
                  cut_blob: str | None = None, cut_after: int = 0,
-                 cut_times: int | None = 1, delay: float = 0.0) -> None:
+                 cut_times: int | None = 1, delay: float = 0.0,
+                 rules: Iterable[Rule] = ()) -> None:
         self.fault_rate = fault_rate
         self.statuses = statuses
         self.retry_after = retry_after
@@ -119,6 +183,9 @@ class FaultProxy(LoopbackProxy):
         self.faults: Counter[int] = Counter()
         self.cuts = 0
         self.cut_requests: list[str] = []  # the Range header of each cut request
+        self.rules = list(rules)
+        self.seen: list[Seen] = []
+        self.forwarded = 0  # requests received in absolute form (as a forward proxy)
         self._rng = random.Random(seed)
         super().__init__(upstream_port, delay=delay, name="fault-proxy")
 
@@ -133,6 +200,16 @@ class FaultProxy(LoopbackProxy):
         with self._lock:
             self.fault_rate = rate
 
+    def requests_to(self, name: str) -> list[Seen]:
+        """The GETs of blob ``name`` (not listings) received, in order."""
+        with self._lock:
+            return [s for s in self.seen if s.method == "GET" and not s.is_listing
+                    and s.path.endswith("/" + name)]
+
+    def listings(self) -> list[Seen]:
+        with self._lock:
+            return [s for s in self.seen if s.is_listing]
+
     # -- internals --
 
     def _serve(self, client: socket.socket) -> None:
@@ -146,9 +223,26 @@ class FaultProxy(LoopbackProxy):
                 if head is None:
                     return
                 first, headers = head
-                method, target = first.split(" ")[:2]
+                method, target, version = first.split(" ", 2)
+                if target.startswith(("http://", "https://")):  # a forward proxy's request
+                    url = urlsplit(target)
+                    target = url.path + (f"?{url.query}" if url.query else "")
+                    first = f"{method} {target} {version}"
+                    with self._lock:
+                        self.forwarded += 1
                 if self.delay:
                     time.sleep(self.delay)
+                rule = self._rule(method, target)
+                with self._lock:
+                    self.seen.append(Seen(method, target, {k.lower(): v for k, v in headers},
+                                          time.monotonic(), rule.action if rule else ""))
+                if rule is not None and rule.action in ("answer", "reset"):
+                    self._skip_body(rfile, headers)
+                    if rule.action == "reset":
+                        _reset(client)
+                        return
+                    client.sendall(_answer(rule, method))
+                    continue
                 fault = self._decide()
                 if fault:
                     self._skip_body(rfile, headers)
@@ -164,7 +258,7 @@ class FaultProxy(LoopbackProxy):
                 assert up_rfile is not None
                 upstream.sendall(_encode_head(first, headers))
                 self._copy_body(rfile, headers, upstream.sendall)
-                if not self._relay_response(up_rfile, client, method, target, headers):
+                if not self._relay_response(up_rfile, client, method, target, headers, rule):
                     return
         except (OSError, _Closed, ValueError):
             return
@@ -175,6 +269,18 @@ class FaultProxy(LoopbackProxy):
                     with contextlib.suppress(OSError):
                         sock.shutdown(socket.SHUT_RDWR)
                     sock.close()
+
+    def _rule(self, method: str, target: str) -> Rule | None:
+        """The first rule for this request that has not been applied its number of times
+        to this path yet (counted)."""
+        path = urlsplit(target).path
+        with self._lock:
+            for rule in self.rules:
+                if rule.matches(method, target) and (rule.times is None
+                                                     or rule.counts[path] < rule.times):
+                    rule.counts[path] += 1
+                    return rule
+        return None
 
     def _decide(self) -> int:
         """The status to inject for this request, or 0 to forward it."""
@@ -221,7 +327,8 @@ class FaultProxy(LoopbackProxy):
             return True
 
     def _relay_response(self, up_rfile: BufferedReader, client: socket.socket, method: str,
-                        target: str, request_headers: list[tuple[str, str]]) -> bool:
+                        target: str, request_headers: list[tuple[str, str]],
+                        rule: Rule | None = None) -> bool:
         """Relay one response; False when the connection must end after it."""
         head = _read_head(up_rfile)
         if head is None:
@@ -229,6 +336,18 @@ class FaultProxy(LoopbackProxy):
         first, headers = head
         status = int(first.split(" ")[1])
         client.sendall(_encode_head(first, headers))
+        length = _header(headers, "content-length")
+        if rule is not None and length and method != "HEAD":
+            body = up_rfile.read(int(length))
+            if rule.action == "cut":
+                client.sendall(body[:rule.cut_after])
+                return False  # the finally of _serve resets both connections mid-body
+            for i in range(len(body)):  # "drip"
+                client.sendall(body[i:i + 1])
+                if self._closed:
+                    return False
+                time.sleep(rule.drip)
+            return True
         keep = "close" not in _header(headers, "connection").lower()
         if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
             return keep
@@ -249,3 +368,28 @@ class FaultProxy(LoopbackProxy):
             return False  # the finally of _serve resets both connections mid-body
         _copy_exact(up_rfile, left, client.sendall)
         return keep
+
+
+def _answer(rule: Rule, method: str) -> bytes:
+    """The proxy's own answer for an "answer" rule: a storage error (XML, with its
+    code) for an error status without a body, else the rule's body."""
+    body = rule.body
+    headers = [("x-ms-request-id", str(uuid.uuid4())), ("x-ms-version", "2025-01-05")]
+    if body is None:
+        code = _CODES.get(rule.status, "InternalError")
+        body = (f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code>'
+                f"<Message>injected by the test proxy</Message></Error>").encode()
+        headers.append(("x-ms-error-code", code))
+    headers += [("Content-Type", rule.content_type), ("Content-Length", str(len(body)))]
+    if rule.retry_after is not None:
+        headers.append(("Retry-After", rule.retry_after))
+    reason = _REASONS.get(rule.status, "OK" if rule.status == 200 else "Error")
+    head = _encode_head(f"HTTP/1.1 {rule.status} {reason}", headers)
+    return head if method == "HEAD" else head + body
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close ``sock`` with a RST (SO_LINGER 0): the peer sees "connection reset"."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # no shutdown first: that would send a FIN, not a RST

@@ -44,6 +44,9 @@ class LoopbackProxy:
     def close(self) -> None:
         self._closed = True
         with contextlib.suppress(OSError):
+            # Closing alone leaves accept() blocked (Linux): shutdown wakes it.
+            self._listener.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
             self._listener.close()
         with self._lock:
             conns = list(self._conns)

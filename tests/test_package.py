@@ -13,11 +13,8 @@ creates its own venv from PyPI: several minutes. Select with ``-m package``.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
-import ipaddress
-import json
 import os
 import re
 import shlex
@@ -28,19 +25,16 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from subprocess import CompletedProcess
-from typing import Any
 
 import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
-from azurite import ACCOUNT, KEY, Azurite, start_azurite
+from azurite import ACCOUNT, KEY, Azurite
+from entra_azurite import TokenService, https_azurite, self_signed
 from fork_helpers import (
     alive,
     kill_processes_of,
@@ -648,89 +642,14 @@ def test_pkg_build_from_a_recipe(nopy: PlakarEnv, ptar: Path, azurite: Azurite,
 
 # -- Microsoft Entra ID in the packaged build: azure.identity must be bundled --
 
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key (PEM files)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=5))
-            .not_valid_after(now + timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
-def _jwt(claims: dict[str, Any]) -> str:
-    def part(data: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
-    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
-
-
-class _TokenService(ThreadingHTTPServer):
-    """The App Service managed-identity endpoint (IDENTITY_ENDPOINT), faked."""
-
-    secret = uuid.uuid4().hex
-    served = 0
-
-
-class _TokenHandler(BaseHTTPRequestHandler):
-    server: _TokenService
-
-    def do_GET(self) -> None:
-        if self.headers.get("X-IDENTITY-HEADER") != self.server.secret:
-            self.send_error(401)
-            return
-        now = int(time.time())
-        token = _jwt({"aud": "https://storage.azure.com", "iat": now - 60, "nbf": now - 60,
-                      "exp": now + 3600, "iss": f"https://sts.windows.net/{uuid.uuid4()}/",
-                      "oid": str(uuid.uuid4()), "tid": str(uuid.uuid4())})
-        body = json.dumps({"access_token": token, "expires_on": str(now + 3600),
-                           "resource": "https://storage.azure.com",
-                           "token_type": "Bearer"}).encode()
-        self.server.served += 1
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-def _https_azurite(cert: Path, key: Path) -> Azurite:
-    """An Azurite serving https with OAuth (bearer tokens) enabled."""
-    return start_azurite(extra_args=["--oauth", "basic", "--cert", str(cert), "--key", str(key)])
-
-
 def test_entra_id_managed_identity_in_the_packaged_build(
     ptar: Path, tmp_path: Path
 ) -> None:
-    cert, key = _self_signed(tmp_path)
-    azurite = _https_azurite(cert, key)
-    tokens = _TokenService(("127.0.0.1", 0), _TokenHandler)
-    threading.Thread(target=tokens.serve_forever, daemon=True).start()
-    endpoint = f"https://127.0.0.1:{azurite.port}/{ACCOUNT}"
-    env = PlakarEnv(extra_env={
-        "PATH": NO_PATH,
-        "IDENTITY_ENDPOINT": f"http://127.0.0.1:{tokens.server_address[1]}/msi/token",
-        "IDENTITY_HEADER": tokens.secret,
-        "REQUESTS_CA_BUNDLE": str(cert),
-    })
+    cert, key = self_signed(tmp_path)
+    azurite = https_azurite(cert, key)
+    tokens = TokenService()
+    endpoint = azurite.endpoint
+    env = PlakarEnv(extra_env={"PATH": NO_PATH, **tokens.env, "REQUESTS_CA_BUNDLE": str(cert)})
     try:
         service = BlobServiceClient(endpoint, credential={"account_name": ACCOUNT,
                                                           "account_key": KEY},
@@ -746,6 +665,7 @@ def test_entra_id_managed_identity_in_the_packaged_build(
         assert tokens.served > 0
     finally:
         tokens.shutdown()
+        tokens.server_close()
         env.stop()
         azurite.stop()
 

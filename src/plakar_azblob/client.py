@@ -16,6 +16,7 @@ from azure.core.exceptions import AzureError, ClientAuthenticationError
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import ContainerClient, ExponentialRetry
+from azure.storage.blob import __version__ as sdk_version
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -30,8 +31,12 @@ logging.getLogger("azure.core.pipeline.transport").setLevel(logging.ERROR)
 # azure.identity warns about every failed credential; errors.translate reports it once.
 logging.getLogger("azure.identity").setLevel(logging.ERROR)
 
+# The timeouts of every request, through the SDK's clients and the direct path alike.
 CONNECTION_TIMEOUT = 10  # seconds: a wrong endpoint must fail fast
 READ_TIMEOUT = 120  # seconds without a byte from the service
+# The direct path's bodies must also arrive at this rate (bytes/s) once READ_TIMEOUT
+# has passed: a body dripping a byte now and then would never hit READ_TIMEOUT.
+MIN_BODY_RATE = 16 * 1024
 IDENTITY_RETRIES = 1  # the token endpoint: one retry, then report
 # Retries of one request (see AzblobRetry).
 STATUS_RETRIES = 6  # 408, 429 and 5xx answers (not 501/505)
@@ -45,6 +50,7 @@ MAX_RETRY_AFTER = 30.0  # a longer Retry-After is waited for this long only
 # a block (see _transport).
 DATA_BLOCK_SIZE = 256 * 1024
 DEV_STORAGE_URL = "http://127.0.0.1:10000/devstoreaccount1"
+USER_AGENT = f"plakar-azblob/{__version__}"
 
 
 class _PoolAdapter(HTTPAdapter):
@@ -190,8 +196,14 @@ def client_options(cfg: AzureConfig) -> dict[str, Any]:
         "max_block_size": cfg.block_size,
         "max_single_get_size": cfg.block_size,
         "max_chunk_get_size": cfg.block_size,
-        "user_agent": f"plakar-azblob/{__version__}",
+        "user_agent": USER_AGENT,
     }
+
+
+def user_agent_options() -> dict[str, str]:
+    """The arguments of azure-core's ``UserAgentPolicy`` that make the user agent of
+    the SDK's clients (ours first, then the SDK's own moniker, Python and platform)."""
+    return {"user_agent": USER_AGENT, "sdk_moniker": f"storage-blob/{sdk_version}"}
 
 
 class _TokenCredential:

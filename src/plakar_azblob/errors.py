@@ -3,11 +3,17 @@
 Azure messages can quote request URLs, whose query may carry a SAS
 signature, so raw messages are never passed on: a short reason is built from
 the status and error code, and any free text kept is scrubbed.
+
+The direct reads (:mod:`plakar_azblob.direct`) get their error answers from
+azure-core's pipeline, not from the SDK's generated operations:
+:func:`response_error` builds from them the exception the SDK would raise
+(same type, status and error code), so that they are reported alike.
 """
 
 from __future__ import annotations
 
 import re
+import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -17,7 +23,9 @@ from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
     ResourceExistsError,
+    ResourceModifiedError,
     ResourceNotFoundError,
+    ResourceNotModifiedError,
     ServiceRequestError,
     ServiceResponseError,
 )
@@ -66,6 +74,7 @@ _CONNECT_REASONS = (
     ("certificate_verify_failed", "TLS certificate verification failed"),
     ("wrong version number", "TLS handshake failed (is the endpoint http rather than https?)"),
     ("ssl", "TLS error"),
+    ("too slow", "the answer was too slow (a stalled or dripping body)"),
     ("timed out", "connection timed out"),
     ("timeout", "connection timed out"),
     ("network is unreachable", "network is unreachable"),
@@ -80,6 +89,53 @@ _SECRET_PARAM = re.compile(
     r"((?:sig|signature|accountkey|sharedaccesssignature|client_secret|password)=)[^&;\s'\"]*",
     re.IGNORECASE)
 _PATH_QUERY = re.compile(r"(/[^\s?'\"<>]*)\?[^\s'\"<>]*")
+
+
+# Error codes by the exception the Azure SDK raises for them (as its response
+# handlers map them, for statuses its generated operations do not map first).
+_CODE_ERRORS: dict[str, type[HttpResponseError]] = {
+    **dict.fromkeys(("ConditionNotMet", "BlobOverwritten"), ResourceModifiedError),
+    **dict.fromkeys(("InvalidAuthenticationInfo", "AuthenticationFailed"),
+                    ClientAuthenticationError),
+    **dict.fromkeys(("ResourceNotFound", "CannotVerifyCopySource", "BlobNotFound",
+                     "QueueNotFound", "ContainerNotFound", "ParentNotFound", "ShareNotFound"),
+                    ResourceNotFoundError),
+    **dict.fromkeys(("AccountAlreadyExists", "AccountBeingCreated", "ResourceAlreadyExists",
+                     "ResourceTypeMismatch", "BlobAlreadyExists", "QueueAlreadyExists",
+                     "ContainerAlreadyExists", "ContainerBeingDeleted", "QueueBeingDeleted",
+                     "ShareAlreadyExists", "ShareBeingDeleted"), ResourceExistsError),
+}
+# Statuses the generated operations map before looking at the code.
+_STATUS_ERRORS: dict[int, type[HttpResponseError]] = {
+    401: ClientAuthenticationError, 404: ResourceNotFoundError, 409: ResourceExistsError,
+    304: ResourceNotModifiedError}
+ERROR_BODY_LIMIT = 64 * 1024  # bytes of an error answer's body read for its code and message
+
+
+class UnexpectedAnswer(HttpResponseError):
+    """A successful status with an answer that is not the one asked for (a listing
+    that is not XML, a gateway's HTML page...). Its message is the whole reason."""
+
+
+def response_error(response: Any, body: bytes) -> HttpResponseError:
+    """The exception the Azure SDK raises for the error answer ``response`` (an
+    azure-core response) whose body is ``body``: same type, status, error code and
+    first line of message (the service's ``<Message>``, or the status's reason)."""
+    code = response.headers.get("x-ms-error-code") or ""
+    message = ""
+    if body.lstrip().startswith(b"<"):
+        try:
+            root = ET.fromstring(body)
+        except ET.ParseError:
+            root = None
+        if root is not None:
+            code = root.findtext("Code") or code
+            message = root.findtext("Message") or ""
+    cls = _STATUS_ERRORS.get(response.status_code) or _CODE_ERRORS.get(code, HttpResponseError)
+    text = message or response.reason or f"HTTP {response.status_code}"
+    error = cls(message=f"{text}\nErrorCode:{code}" if code else text, response=response)
+    error.error_code = code or None  # type: ignore[attr-defined]  # as the SDK sets it
+    return error
 
 
 class TokenError(PermissionDeniedError):
@@ -209,6 +265,8 @@ def translate(exc: BaseException, what: str, *, endpoint: str | None = None) -> 
         return PermissionDeniedError(f"{what}: {exc}")
     if isinstance(exc, ConnectorError):
         return exc
+    if isinstance(exc, UnexpectedAnswer):
+        return ConnectorError(f"{what}: {scrub(exc.message)}")
     where = f" {endpoint}" if endpoint else " the Azure endpoint"
     if isinstance(exc, ClientAuthenticationError) and exc.status_code is None:
         if any(type(e).__name__ == "AzureSigningError" for e in _chain(exc)):

@@ -5,9 +5,12 @@ a ``BlobProperties`` (about 0.26 ms of CPU per blob): with two importers
 per backup (plakar's second one counts), listing was most of an
 incremental backup's CPU. Here a page is fetched by the direct reader and
 its XML read with ElementTree into :class:`Listed`, the few fields the
-connectors use (about 0.04 ms per blob). When the direct path does not
-apply or a page cannot be fetched, the listing goes on through the SDK
-from that page (its retries, its errors).
+connectors use (about 0.04 ms per blob). A page is taken only if it is one
+(root element ``EnumerationResults``): anything else a 200 may carry (a
+gateway's HTML page, garbage, truncated XML) fails the listing with one line
+naming the status and content type, where it would otherwise read as an
+empty last page. Only when the direct path cannot be built at all does the
+SDK list (counted, see :func:`plakar_azblob.direct.fallback`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from urllib.parse import unquote
 
 from azure.storage.blob import BlobProperties, ContainerClient
 
-from .direct import DirectReader
+from .direct import DirectReader, Page, fallback
+from .errors import UnexpectedAnswer
 
 _MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
@@ -63,43 +67,54 @@ def list_blobs(container: ContainerClient, direct: DirectReader | None,
                prefix: str | None, page_size: int | None = None) -> Iterator[Listed]:
     """Every blob whose name starts with ``prefix``, in name order, with its metadata.
 
-    Errors are the SDK's (``AzureError``): the SDK makes any request that the
-    direct path could not."""
+    Errors are the SDK's (``AzureError``), :class:`UnexpectedAnswer` for a page that
+    is not one."""
+    if direct is None:
+        fallback("listing")
+        for blob in container.list_blobs(name_starts_with=prefix or None, include=["metadata"],
+                                         results_per_page=page_size):
+            yield Listed.from_sdk(blob)
+        return
     marker: str | None = None
-    while direct is not None:
-        page = direct.list_page(prefix, marker, page_size)
-        if page is None:
-            break
-        blobs, marker = parse_page(page)
+    while True:
+        blobs, marker = parse_page(direct.list_page(prefix, marker, page_size))
         yield from blobs
         if not marker:
             return
-    pages = container.list_blobs(name_starts_with=prefix or None, include=["metadata"],
-                                 results_per_page=page_size).by_page(continuation_token=marker)
-    for page_items in pages:
-        for blob in page_items:
-            yield Listed.from_sdk(blob)
 
 
 def list_names(container: ContainerClient, direct: DirectReader | None, prefix: str | None,
                page_size: int | None = None) -> Iterator[str]:
     """The names of the blobs that start with ``prefix``, in order (see :func:`list_blobs`)."""
+    if direct is None:
+        fallback("listing")
+        yield from container.list_blob_names(name_starts_with=prefix or None,
+                                             results_per_page=page_size)
+        return
     marker: str | None = None
-    while direct is not None:
-        page = direct.list_page(prefix, marker, page_size, metadata=False)
-        if page is None:
-            break
-        root = ET.fromstring(page)
+    while True:
+        root = page_root(direct.list_page(prefix, marker, page_size, metadata=False))
         for name_el in root.iterfind("Blobs/Blob/Name"):
             yield _name(name_el)
         marker = root.findtext("NextMarker") or None
         if not marker:
             return
-    pages = container.list_blob_names(name_starts_with=prefix or None,
-                                      results_per_page=page_size).by_page(
-                                          continuation_token=marker)
-    for names in pages:
-        yield from names
+
+
+def page_root(page: Page) -> ET.Element:
+    """The XML root of a List Blobs answer, if it is one (``EnumerationResults``);
+    :class:`UnexpectedAnswer` naming the status and content type if not."""
+    try:
+        root = ET.fromstring(page.body)
+    except ET.ParseError as exc:
+        why = f"malformed or truncated XML: {exc}" if page.body.strip() else "an empty body"
+    else:
+        if root.tag == "EnumerationResults":
+            return root
+        why = f"XML whose root is <{root.tag[:40]}>"
+    raise UnexpectedAnswer(message=f"the service's answer is not a blob listing: "
+                                   f"HTTP {page.status}, Content-Type "
+                                   f"{page.content_type or 'none'}, {why}")
 
 
 def _name(element: ET.Element) -> str:
@@ -108,9 +123,9 @@ def _name(element: ET.Element) -> str:
     return unquote(name) if element.get("Encoded", "").lower() == "true" else name
 
 
-def parse_page(xml: bytes) -> tuple[list[Listed], str | None]:
+def parse_page(page: Page) -> tuple[list[Listed], str | None]:
     """The blobs of one List Blobs answer, and the marker of the next page (None: last)."""
-    root = ET.fromstring(xml)
+    root = page_root(page)
     found = []
     for blob in root.iterfind("Blobs/Blob"):
         name_el = blob.find("Name")

@@ -24,20 +24,16 @@ from azure.storage.blob import BlobClient
 Fetch = Callable[[int, int], bytes]
 
 
-def resumed(first: Iterator[bytes], size: int, again: Callable[[int], Iterator[bytes] | None],
-            rest: Callable[[int], Iterator[bytes]], retries: int) -> Iterator[bytes]:
+def resumed(first: Iterator[bytes], size: int, again: Callable[[int], Iterator[bytes]],
+            retries: int) -> Iterator[bytes]:
     """A blob of ``size`` bytes read as one stream (``first``): when the connection
     breaks (``BrokenRead``), ``again(offset)`` streams it from where it stopped, at
-    most ``retries`` times in all; when it cannot (None), ``rest(offset)`` gives the
-    rest another way. Never more nor fewer than ``size`` bytes."""
+    most ``retries`` times in all. Never more nor fewer than ``size`` bytes."""
     from .direct import BrokenRead
 
     offset, failures = 0, 0
-    pieces: Iterator[bytes] | None = first
+    pieces = first
     while offset < size:
-        if pieces is None:
-            yield from rest(offset)
-            return
         try:
             for piece in pieces:
                 if offset + len(piece) > size:

@@ -36,7 +36,7 @@ from kloset_sdk import (
 from . import attributes, paths
 from .client import READ_RETRIES, account_url, container_client, pool_size
 from .config import parse_config
-from .direct import BrokenRead, DirectReader
+from .direct import BrokenRead, DirectReader, fallback
 from .errors import translate
 from .listing import Listed, list_blobs
 from .ranges import read_range, read_ranges, resumed
@@ -123,57 +123,43 @@ class AzureImporter(Importer):
     def _open(self, name: str, etag: str, size: int) -> Iterator[bytes]:
         """The content of blob ``name`` as listed (same ETag), downloaded now.
 
-        A blob larger than one range is streamed by one request, resumed where
-        it broke off if the connection breaks (as the official package reads it,
-        and much cheaper for the emulator than ranges); otherwise, and whenever
-        the direct path cannot, it is read in ranges."""
+        A blob larger than one block is streamed by one request, resumed where it
+        broke off if the connection breaks (as the official package reads it, and
+        much cheaper for the emulator than ranges); a smaller one is one GET."""
+        direct = self._direct
         try:
+            if direct is None:
+                fallback("read")
+                return self._reported(name, self._sdk_read(name, etag, size))
             if size == 0:
-                self._check_empty(name, etag)
+                direct.read(name, 0, None, etag)
                 return iter(())
-            if size > self._cfg.block_size and self._direct is not None:
-                direct = self._direct
-                first = direct.stream(name, 0, etag, CHUNK_SIZE)
-                if first is not None:
-                    def again(at: int) -> Iterator[bytes] | None:
-                        more = direct.stream(name, at, etag, CHUNK_SIZE)
-                        return more.pieces if more is not None else None
+            if size <= self._cfg.block_size:
+                data = direct.read(name, 0, None, etag).data
+                if len(data) != size:
+                    raise EOFError(f"got {len(data)} bytes instead of {size}")
+                return iter((data,))
+            first = direct.stream(name, 0, etag, CHUNK_SIZE)
 
-                    return self._reported(name, resumed(
-                        first.pieces, size, again, partial(self._ranges, name, etag, size),
-                        READ_RETRIES))
-            chunks = self._ranges(name, etag, size, 0)
+            def again(at: int) -> Iterator[bytes]:
+                return direct.stream(name, at, etag, CHUNK_SIZE).pieces
+
+            return self._reported(name, resumed(first.pieces, size, again, READ_RETRIES))
         except Exception as exc:
             raise self._read_error(name, exc) from exc
-        return self._reported(name, chunks)
 
-    def _ranges(self, name: str, etag: str, size: int, start: int) -> Iterator[bytes]:
-        """Blob ``name`` from ``start``, in ranges read several at a time."""
-        fetch = partial(self._fetch, name, etag, size)
-        return read_ranges(lambda offset, length: fetch(start + offset, length), size - start,
+    def _sdk_read(self, name: str, etag: str, size: int) -> Iterator[bytes]:
+        """Blob ``name`` through the Azure SDK's objects, when there is no direct path: in
+        ranges of a block read several at a time."""
+        blob = self._container.get_blob_client(name)
+        if size == 0:
+            if blob.download_blob(etag=etag, match_condition=MatchConditions.IfNotModified,
+                                  decompress=False).readall():
+                raise EOFError("the blob is no longer empty")
+            return iter(())
+        return read_ranges(partial(read_range, blob, etag), size,
                            range_size=self._cfg.block_size,
                            max_concurrency=self._cfg.max_concurrency)
-
-    def _fetch(self, name: str, etag: str, size: int, offset: int, length: int) -> bytes:
-        """``length`` bytes of blob ``name`` (``size`` bytes) from ``offset``, if it still
-        has ``etag``: directly, or through the Azure SDK (its retries, its errors) if
-        that fails. A blob read in one range is asked for whole: a plain GET costs
-        Azurite a third less than a ranged one."""
-        if self._direct is not None:
-            whole = offset == 0 and length == size
-            answer = self._direct.read(name, offset, None if whole else length, etag)
-            if answer is not None and len(answer.data) == length:
-                return answer.data
-        return read_range(self._container.get_blob_client(name), etag, offset, length)
-
-    def _check_empty(self, name: str, etag: str) -> None:
-        """Fail if the empty blob ``name`` no longer has ``etag``."""
-        if self._direct is not None and self._direct.read(name, 0, None, etag) is not None:
-            return
-        blob = self._container.get_blob_client(name)
-        if blob.download_blob(etag=etag, match_condition=MatchConditions.IfNotModified,
-                              decompress=False).readall():
-            raise EOFError("the blob is no longer empty")
 
     def _reported(self, name: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
         try:
@@ -192,6 +178,9 @@ class AzureImporter(Importer):
                                   "is then)")
         if isinstance(exc, ResourceNotFoundError):
             return NotFoundError(f"blob {name!r} was deleted after it was listed")
+        if isinstance(exc, BrokenRead) and exc.timed_out:
+            return ConnectorError(f"cannot read blob {name!r}: the download was too slow "
+                                  "(stalled, or a body dripping in), and again on each retry")
         if isinstance(exc, BrokenRead) or (isinstance(exc, HttpResponseError)
                                            and exc.status_code is None):
             # The Azure SDK's downloader gave up on a body cut short, retries included.

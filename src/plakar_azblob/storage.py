@@ -6,7 +6,6 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NoReturn
 
-from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobClient, ContainerClient, StandardBlobTier
 
@@ -29,7 +28,7 @@ from . import layout, paths
 from .blocks import upload_in_blocks
 from .client import READ_RETRIES, account_url, container_client, pool_size
 from .config import parse_config, sas_permissions
-from .direct import DirectReader
+from .direct import DirectReader, fallback
 from .errors import translate
 from .listing import list_names
 from .ranges import resumed
@@ -138,10 +137,10 @@ class AzureStore(Store):
     def open(self) -> bytes:
         name = layout.config_name(self.cfg.prefix)
         direct = self.direct
-        answer = direct.read(name, 0, None) if direct is not None else None
-        if answer is not None:
-            return answer.data
         try:
+            if direct is not None:
+                return direct.read(name, 0, None).data
+            fallback("read")
             return self.client.download_blob(name).readall()
         except Exception as exc:
             e = translate(exc, f"cannot open the Kloset store at {self.cfg.location}",
@@ -235,55 +234,39 @@ class AzureStore(Store):
             flags: StoreFlag) -> Readable:
         name = self._name(resource, mac)
         what = f'blob "{name}"'
-        blob = self.client.get_blob_client(name)
-        block = self.cfg.block_size
         try:
             if range is not None and range.length == 0:
-                blob.get_blob_properties()  # still fail on a missing object
+                self.client.get_blob_client(name).get_blob_properties()  # a missing object fails
                 return []
             direct = self.direct
-            if direct is not None and (range is None or range.length > block):
-                streamed = self._streamed(direct, name, blob, range)
-                if streamed is not None:
-                    return self._chunks(streamed, what)
-            elif direct is not None and range is not None:
+            if direct is None:
+                fallback("read")
+                blob = self.client.get_blob_client(name)
+                downloader = blob.download_blob() if range is None else \
+                    blob.download_blob(offset=range.offset, length=range.length)
+                return self._chunks(downloader.chunks(), what)
+            if range is not None and range.length <= self.cfg.block_size:
                 # At most a block: one request (fewer bytes if the object ends first).
-                answer = direct.read(name, range.offset, range.length, shorter=True)
-                if answer is not None:
-                    return [answer.data]
-            # Whatever the direct path could not do (a missing object, an error status)
-            # is asked again through the Azure SDK, which says what went wrong.
-            downloader = blob.download_blob() if range is None else \
-                blob.download_blob(offset=range.offset, length=range.length)
-            return self._chunks(downloader.chunks(), what)
+                return [direct.read(name, range.offset, range.length, shorter=True).data]
+            return self._chunks(self._streamed(direct, name, range), what)
         except Exception as exc:
             self._fail(exc, what)
 
-    def _streamed(self, direct: DirectReader, name: str, blob: BlobClient,
-                  range: Range | None) -> Iterator[bytes] | None:
+    def _streamed(self, direct: DirectReader, name: str,
+                  range: Range | None) -> Iterator[bytes]:
         """The whole object (or ``range`` of it), streamed by one request (resumed if the
-        connection breaks, from the same version); None if the direct path cannot
-        start it. One request for a long range, as the official package makes,
-        rather than ranges of a block: Azurite hashes every range of up to 4 MiB
-        it serves."""
+        connection breaks, from the same version). One request for a long range, as the
+        official package makes, rather than ranges of a block: Azurite hashes every
+        range of up to 4 MiB it serves."""
         start = range.offset if range is not None else 0
         length = range.length if range is not None else None
         first = direct.stream(name, start, None, CHUNK_SIZE, length)
-        if first is None:
-            return None
         etag, end = first.etag, first.size  # where this stream ends (object or range)
 
-        def again(at: int) -> Iterator[bytes] | None:
-            more = direct.stream(name, start + at, etag, CHUNK_SIZE, end - start - at)
-            return more.pieces if more is not None else None
+        def again(at: int) -> Iterator[bytes]:
+            return direct.stream(name, start + at, etag, CHUNK_SIZE, end - start - at).pieces
 
-        def rest(at: int) -> Iterator[bytes]:
-            return iter(blob.download_blob(offset=start + at, length=end - start - at,
-                                           etag=etag,
-                                           match_condition=MatchConditions.IfNotModified
-                                           ).chunks())
-
-        return resumed(first.pieces, end - start, again, rest, READ_RETRIES)
+        return resumed(first.pieces, end - start, again, READ_RETRIES)
 
     def _chunks(self, chunks: Iterator[bytes], what: str) -> Iterator[bytes]:
         try:
