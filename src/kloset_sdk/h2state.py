@@ -261,7 +261,8 @@ class ServerState:
         self._closed: dict[int, int] = {}  # recently closed stream -> how
         self._block: bytearray | None = None  # a header block being received
         self._block_stream = 0
-        self._block_flags = 0
+        self._block_flags = 0  # of its HEADERS frame
+        self._block_self_dependent = False
         self._block_frames = 0
         self._decoder = Decoder()
         self._decoder.max_header_list_size = MAX_HEADER_LIST
@@ -384,7 +385,8 @@ class ServerState:
             return self._header_block(flags, stream_id, payload[start:end], depends_on_itself)
         self._block = bytearray(payload[start:end])
         self._block_stream = stream_id
-        self._block_flags = flags | (PRIORITY_FLAG if depends_on_itself else 0)
+        self._block_flags = flags
+        self._block_self_dependent = depends_on_itself
         self._block_frames = 1
         return None
 
@@ -402,8 +404,8 @@ class ServerState:
         if not flags & END_HEADERS:
             return None
         block, self._block = bytes(self._block), None
-        first = self._block_flags
-        return self._header_block(first, stream_id, block, bool(first & PRIORITY_FLAG))
+        return self._header_block(self._block_flags, stream_id, block,
+                                  self._block_self_dependent)
 
     def _header_block(self, flags: int, stream_id: int, block: bytes,
                       depends_on_itself: bool) -> Event | None:
