@@ -92,6 +92,12 @@ proto: venv
 test: tools
 	$(PY) -m pytest
 
+# The HTTP/2 frame fuzzer's long run (make test runs a short one): FUZZ_SECONDS
+# long, from a random seed (each failure prints the seed that replays it).
+FUZZ_SECONDS ?= 600
+fuzz: venv
+	$(PY) tests/h2fuzz.py --seconds $(FUZZ_SECONDS)
+
 # Benchmarks against a private Azurite (BENCH_SCALE scales the data, default 0.25):
 # bench/results/latest.md and latest.json. `build` first: section 9 times the
 # packaged connectors' cold start.

@@ -211,28 +211,32 @@ class RawClient:
 
     # -- the end --
 
-    def finish(self, timeout: float) -> tuple[int | None, int, str]:
+    def peak_memory(self) -> int:
+        """The connector's peak resident memory so far, in KiB (0 once it has exited).
+
+        Its own: ``ru_maxrss`` from wait4 would count the parent it was forked from."""
+        try:
+            with open(f"/proc/{self.proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+
+    def finish(self, timeout: float) -> tuple[int | None, str]:
         """Close our output and wait (bounded) for the connector to exit: its exit
-        status (None if it had to be killed), its peak memory in KiB, its stderr."""
+        status (None if it had to be killed), and its stderr."""
         self.close_output()
-        deadline = time.monotonic() + timeout
-        status: int | None = None
-        maxrss = 0
-        while time.monotonic() < deadline:
-            pid, raw, usage = os.wait4(self.proc.pid, os.WNOHANG)
-            if pid:
-                status, maxrss = os.waitstatus_to_exitcode(raw), usage.ru_maxrss
-                self.proc.returncode = status
-                break
-            time.sleep(0.02)
-        else:
+        try:
+            status: int | None = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, _, usage = os.wait4(self.proc.pid, 0)
-            maxrss = usage.ru_maxrss
-            self.proc.returncode = -9
+            self.proc.wait()
+            status = None
         self._reader.join(timeout)
         self.sock.close()
         self._stderr.seek(0)
         stderr = self._stderr.read().decode(errors="replace")
         self._stderr.close()
-        return status, maxrss, stderr
+        return status, stderr

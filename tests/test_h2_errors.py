@@ -116,7 +116,7 @@ def test_connection_error_goaway_and_one_line(case: str, store: Path) -> None:
     assert (goaway.error_code, error_name(goaway.error_code)) == (code, error_name(code))
     assert struct.unpack(">I", goaway.payload[:4])[0] == 1  # the last stream it served
     assert client.after_goaway == 0
-    status, _, stderr = client.finish(WAIT)
+    status, stderr = client.finish(WAIT)
     assert status == 0
     line = _one_line(stderr)
     assert line.startswith(f"kloset_sdk: WARNING: HTTP/2 connection error {error_name(code)}: ")
@@ -176,7 +176,7 @@ def test_stream_error_resets_that_stream_alone(store: Path) -> None:
         assert _status(client, stream) == "0", stream
     assert client.ping(WAIT)
     assert client.goaway() is None
-    status, _, stderr = client.finish(WAIT)
+    status, stderr = client.finish(WAIT)
     assert status == 0
     assert (store / "packfile" / mac.hex()).read_bytes() == data
     lines = stderr.splitlines()
@@ -211,7 +211,7 @@ def test_frames_on_closed_streams(store: Path) -> None:
     assert [f.error_code for f in client.of(RST_STREAM, 5)] == [STREAM_CLOSED]
     assert len(client.of(RST_STREAM, 3)) == 1
     assert client.goaway() is None
-    status, _, stderr = client.finish(WAIT)
+    status, stderr = client.finish(WAIT)
     assert status == 0
     assert _one_line(stderr).endswith(
         "HTTP/2 stream 5 reset (STREAM_CLOSED): DATA after END_STREAM")
@@ -227,5 +227,5 @@ def test_a_request_that_is_not_grpc_gets_an_http_error(store: Path) -> None:
     assert headers[":status"] == "415"
     body = b"".join(f.payload for f in client.of(DATA, 1))
     assert body == b"a gRPC server: requests are POST with content-type application/grpc\n"
-    status, _, stderr = client.finish(WAIT)
+    status, stderr = client.finish(WAIT)
     assert (status, stderr) == (0, "")
