@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import re
 import struct
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -70,6 +71,8 @@ MAX_HEADER_FRAMES = 1024
 # Closed streams remembered, to tell a frame that was in flight when we reset
 # a stream (ignored) from one sent on a stream the client knows is closed.
 CLOSED_MEMORY = 1024
+# Window given back in WINDOW_UPDATEs of at least this much.
+_GIVE_BACK = CONNECTION_WINDOW // 4
 
 U32 = struct.Struct(">I")
 FRAME_HEADER = struct.Struct(">IBI")  # length (24 bits) and type, flags, stream id
@@ -79,7 +82,7 @@ _SETTING = struct.Struct(">HI")
 _RESET_BY_US, _RESET_BY_PEER, _ENDED = range(3)
 
 # Events for the streams' handlers, as tuples (kind, stream, ...).
-EV_REQUEST = 0  # (EV_REQUEST, stream, headers, end_stream): a new request
+EV_REQUEST = 0  # (EV_REQUEST, stream, request, end_stream): a new request
 EV_DATA = 1  # (EV_DATA, stream, data, end_stream)
 EV_END = 2  # (EV_END, stream): the request ended (trailers)
 EV_RESET = 3  # (EV_RESET, stream): the stream is gone (client reset, or stream error)
@@ -130,6 +133,7 @@ Headers = list[tuple[bytes, bytes]]
 # Fields found valid: a client sends the same ones with every request.
 _VALID: set[tuple[bytes, bytes]] = set()
 _VALID_MAX = 4096
+_VALID_SIZE = 256  # bytes of a field kept
 
 
 def _field_problem(name: bytes, value: bytes) -> str | None:
@@ -145,15 +149,53 @@ def _field_problem(name: bytes, value: bytes) -> str | None:
 
 
 def _valid(field: tuple[bytes, bytes]) -> None:
+    if len(field[0]) + len(field[1]) > _VALID_SIZE:
+        return
     if len(_VALID) >= _VALID_MAX:
         _VALID.clear()
     _VALID.add(field)
 
 
-def request_problem(headers: Headers) -> str | None:
-    """Why ``headers`` is not a well-formed request header list, or None."""
+class Request:
+    """A well-formed request's header list, and what a server looks up in it."""
+
+    __slots__ = ("content_length", "content_type", "headers", "method", "path")
+
+    def __init__(self, headers: Headers, method: bytes, path: str, content_type: bytes,
+                 content_length: int | None) -> None:
+        self.headers = headers
+        self.method = method
+        self.path = path  # as text (Latin-1: any byte)
+        self.content_type = content_type
+        self.content_length = content_length
+
+
+# Requests already parsed, by header list: a client sends the same list with
+# every call of a method, so most lists are checked once. Small lists only.
+_SEEN: dict[tuple[tuple[bytes, bytes], ...], Request] = {}
+_SEEN_MAX = 256
+_SEEN_SIZE = 4096
+
+
+def parse_request(headers: Headers) -> Request | str:
+    """The request ``headers`` make, or why they make no well-formed request."""
+    key = tuple(headers)
+    found = _SEEN.get(key)
+    if found is not None:
+        return found
+    parsed = _parse_request(headers)
+    if isinstance(parsed, Request) and sum(len(n) + len(v) for n, v in key) <= _SEEN_SIZE:
+        if len(_SEEN) >= _SEEN_MAX:
+            _SEEN.clear()
+        _SEEN[key] = parsed
+    return parsed
+
+
+def _parse_request(headers: Headers) -> Request | str:
     pseudo: dict[bytes, bytes] = {}
     regular = False
+    content_type = b""
+    length: int | None = None
     for field in headers:
         name, value = field
         if name[:1] == b":":
@@ -175,18 +217,24 @@ def request_problem(headers: Headers) -> str | None:
             if problem is not None:
                 return problem
             _valid(field)
+        if name == b"content-type":
+            content_type = value
+        elif name == b"content-length":
+            if not value.isdigit() or (length is not None and int(value) != length):
+                return "invalid content-length"
+            length = int(value)
     method = pseudo.get(b":method")
     if method is None:
         return "no :method"
     if method == b"CONNECT":
         if b":authority" not in pseudo or b":scheme" in pseudo or b":path" in pseudo:
             return "CONNECT request without :authority alone"
-        return None
-    if b":scheme" not in pseudo:
+    elif b":scheme" not in pseudo:
         return "no :scheme"
-    if not pseudo.get(b":path"):
+    elif not pseudo.get(b":path"):
         return "no :path" if b":path" not in pseudo else "empty :path"
-    return None
+    return Request(headers, method, pseudo.get(b":path", b"").decode("latin-1"), content_type,
+                   length)
 
 
 def trailers_problem(headers: Headers) -> str | None:
@@ -198,17 +246,6 @@ def trailers_problem(headers: Headers) -> str | None:
         if problem is not None:
             return problem
     return None
-
-
-def _content_length(headers: Headers) -> int | str | None:
-    """The request's content-length (None if absent), or what is wrong with it."""
-    found: int | None = None
-    for name, value in headers:
-        if name == b"content-length":
-            if not value.isdigit() or (found is not None and int(value) != found):
-                return "invalid content-length"
-            found = int(value)
-    return found
 
 
 class Stream:
@@ -258,7 +295,7 @@ class ServerState:
         self.buffered = 0  # bytes received on all streams, not consumed
         self.peer_goaway = False
         self._unacknowledged = 0  # connection window to give back
-        self._closed: dict[int, int] = {}  # recently closed stream -> how
+        self._closed: OrderedDict[int, int] = OrderedDict()  # recently closed stream -> how
         self._block: bytearray | None = None  # a header block being received
         self._block_stream = 0
         self._block_flags = 0  # of its HEADERS frame
@@ -351,7 +388,8 @@ class ServerState:
         self.buffered += n
         if taken != n:
             self._consumed(stream, n - taken)  # the padding: taken now
-        self._give_back()
+        if self._unacknowledged >= _GIVE_BACK:  # (inline: every DATA frame comes here)
+            self._give_back()
         end = flags & END_STREAM
         if stream.content_length is not None:
             stream.received += taken
@@ -437,27 +475,19 @@ class ServerState:
         if stream_id <= self.last_stream:
             return self._not_open(None, stream_id, "HEADERS")
         self.last_stream = stream_id
-        problem = "stream depends on itself" if depends_on_itself else request_problem(headers)
-        length = None
-        if problem is None:
-            found = _content_length(headers)
-            if isinstance(found, str):
-                problem = found
-            elif end and found:
-                problem = "body length differs from content-length"
-            else:
-                length = found
-        if problem is not None:
-            return self._stream_error(stream_id, PROTOCOL_ERROR, problem)
+        request = "stream depends on itself" if depends_on_itself else parse_request(headers)
+        if isinstance(request, str) or (end and request.content_length):
+            return self._stream_error(stream_id, PROTOCOL_ERROR, request if isinstance(
+                request, str) else "body length differs from content-length")
         if len(self.streams) >= self.max_streams:
             self._refuse(stream_id)
             return None
         stream = Stream(stream_id, self.peer_initial_window)
-        stream.content_length = length
+        stream.content_length = request.content_length
         self.streams[stream_id] = stream
         if end:
             stream.remote_closed = True
-        return (EV_REQUEST, stream, headers, end)
+        return (EV_REQUEST, stream, request, end)
 
     def _not_open(self, stream: Stream | None, stream_id: int, what: str) -> Event | None:
         """A DATA or HEADERS frame for a stream that is not open for them."""
@@ -572,7 +602,7 @@ class ServerState:
         closed = self._closed
         closed[stream_id] = how
         if len(closed) > CLOSED_MEMORY:
-            del closed[next(iter(closed))]
+            closed.popitem(last=False)
 
     def _stream_error(self, stream: Stream | int, code: int, message: str) -> Event | None:
         """Reset one stream for breaking a rule: the others go on."""
@@ -630,7 +660,7 @@ class ServerState:
 
     def _give_back(self) -> None:
         """Give the connection window back, unless too much waits for consumers."""
-        if self._unacknowledged >= CONNECTION_WINDOW // 4 and self.buffered <= MAX_BUFFERED:
+        if self._unacknowledged >= _GIVE_BACK and self.buffered <= MAX_BUFFERED:
             self.output.append(_window_update(0, self._unacknowledged))
             self.recv_window += self._unacknowledged
             self._unacknowledged = 0

@@ -27,7 +27,7 @@ is read (for a moment) and dropped, so that the GOAWAY reaches it. A stream
 error resets that stream alone.
 
 A stream's events go to the :class:`StreamHandler` that ``new_stream``
-returns for its request headers (or raises :class:`StreamRefused`); they
+returns for its :class:`Request` (or raises :class:`StreamRefused`); they
 are called in the reader thread and must not block.
 """
 
@@ -37,7 +37,6 @@ import contextlib
 import logging
 import os
 import select
-import socket
 import stat
 import threading
 import time
@@ -70,8 +69,8 @@ from .h2state import (
     U32,
     WINDOW_UPDATE,
     Event,
-    Headers,
     ProtocolError,
+    Request,
     ServerState,
     Stream,
     error_name,
@@ -80,7 +79,7 @@ from .h2state import (
 )
 
 __all__ = [
-    "ACK", "CANCEL", "INTERNAL_ERROR", "Connection", "Headers", "ProtocolError", "Stream",
+    "ACK", "CANCEL", "INTERNAL_ERROR", "Connection", "ProtocolError", "Request", "Stream",
     "StreamHandler", "StreamRefused", "StreamReset", "frame", "header_block",
 ]
 
@@ -139,7 +138,7 @@ class Connection:
     """One HTTP/2 connection, server side, on ``rfd`` (from the peer) and ``wfd`` (to it)."""
 
     def __init__(self, rfd: int, wfd: int,
-                 new_stream: Callable[[Stream, Headers], StreamHandler],
+                 new_stream: Callable[[Stream, Request], StreamHandler],
                  max_streams: int = 256) -> None:
         self._rfd = rfd
         self._reader = open(rfd, "rb", buffering=1 << 20, closefd=False)  # noqa: SIM115
@@ -282,6 +281,8 @@ class Connection:
     def _end_output(self) -> None:
         """Let the peer see the end of our output, the descriptor staying open."""
         if stat.S_ISSOCK(os.fstat(self._wfd).st_mode):
+            import socket  # here only: its import costs milliseconds at every start
+
             with socket.socket(fileno=os.dup(self._wfd)) as sock, \
                     contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_WR)

@@ -34,7 +34,7 @@ from typing import Any, NoReturn
 from .http2 import (
     INTERNAL_ERROR,
     Connection,
-    Headers,
+    Request,
     Stream,
     StreamRefused,
     StreamReset,
@@ -393,7 +393,7 @@ class Server:
 
     def serve(self, rfd: int, wfd: int) -> Connection:
         """Serve the connection on ``rfd``/``wfd`` until the client closes it."""
-        conn = Connection(rfd, wfd, lambda stream, headers: self._call(conn, stream, headers),
+        conn = Connection(rfd, wfd, lambda stream, request: self._call(conn, stream, request),
                           max_streams=self.max_workers)
         conn.run()
         return conn
@@ -403,22 +403,13 @@ class Server:
         with self.lock:
             self._active -= 1
 
-    def _call(self, conn: Connection, stream: Stream, headers: Headers) -> Call | _NotGrpc:
-        path = method = content_type = b""
-        for name, value in headers:
-            if name == b":path":
-                path = value
-            elif name == b":method":
-                method = value
-            elif name == b"content-type":
-                content_type = value
+    def _call(self, conn: Connection, stream: Stream, request: Request) -> Call | _NotGrpc:
         with self.lock:
             if self._active >= self.max_calls:
                 raise StreamRefused
             self._active += 1
-        if not _is_grpc(content_type):
+        if not _is_grpc(request.content_type):
             return _NotGrpc(self, conn, stream, "415")
-        if method != b"POST":
+        if request.method != b"POST":
             return _NotGrpc(self, conn, stream, "405")
-        text = path.decode("latin-1")
-        return Call(self, conn, stream, self.methods.get(text), text)
+        return Call(self, conn, stream, self.methods.get(request.path), request.path)
