@@ -225,10 +225,23 @@ class Connection:
                                             "the client does not read what it asks for")
                 elif kind in (WINDOW_UPDATE, SETTINGS):
                     lock.notify_all()  # senders may have room now
-            if event is not None:
+            if event is None:
+                continue
+            if event[0] == EV_DATA:  # the bulk of the frames: handled here
+                handler = event[1].handler
+                if handler is not None:
+                    try:
+                        if event[2]:
+                            handler.data(event[2])
+                        if event[3]:
+                            handler.end()
+                    except Exception:
+                        self._handler_failed(event[1])
+            else:
                 dispatch(event)
 
     def _dispatch(self, event: Event) -> None:
+        """A request, its end (trailers) or a reset, for the stream's handler."""
         what, stream = event[0], event[1]
         if what == EV_RESET:
             self._reset_handler(stream)
@@ -241,17 +254,16 @@ class Connection:
                 self.reset(stream, REFUSED_STREAM)
                 return
         handler: StreamHandler | None = stream.handler
-        if handler is None:
-            return
-        try:
-            if what == EV_DATA and event[2]:
-                handler.data(event[2])
-            if what == EV_END or event[3]:
+        if handler is not None and (what == EV_END or event[3]):
+            try:
                 handler.end()
-        except Exception:
-            log.exception("stream %d: its handler failed", stream.id)
-            self.reset(stream, INTERNAL_ERROR)
-            self._reset_handler(stream)
+            except Exception:
+                self._handler_failed(stream)
+
+    def _handler_failed(self, stream: Stream) -> None:
+        log.exception("stream %d: its handler failed", stream.id)
+        self.reset(stream, INTERNAL_ERROR)
+        self._reset_handler(stream)
 
     def _reset_handler(self, stream: Stream) -> None:
         handler: StreamHandler | None = stream.handler
