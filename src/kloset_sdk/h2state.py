@@ -71,8 +71,9 @@ MAX_HEADER_FRAMES = 1024
 # Closed streams remembered, to tell a frame that was in flight when we reset
 # a stream (ignored) from one sent on a stream the client knows is closed.
 CLOSED_MEMORY = 1024
-# Window given back in WINDOW_UPDATEs of at least this much.
+# Windows given back in WINDOW_UPDATEs of at least this much.
 _GIVE_BACK = CONNECTION_WINDOW // 4
+_STREAM_GIVE_BACK = STREAM_WINDOW // 4
 
 U32 = struct.Struct(">I")
 FRAME_HEADER = struct.Struct(">IBI")  # length (24 bits) and type, flags, stream id
@@ -253,6 +254,7 @@ class Stream:
 
     __slots__ = (
         "buffered",
+        "closed",
         "content_length",
         "handler",
         "id",
@@ -273,6 +275,7 @@ class Stream:
         self.remote_closed = False  # END_STREAM received
         self.local_closed = False  # END_STREAM sent
         self.reset = False  # reset by either side: gone
+        self.closed = False  # no longer in the connection's table
         # Bytes consumed, not yet given back in a WINDOW_UPDATE.
         self.unacknowledged = 0
         self.buffered = 0  # bytes received, not consumed
@@ -383,11 +386,11 @@ class ServerState:
         if n > stream.recv_window:
             raise ProtocolError(FLOW_CONTROL_ERROR, f"DATA beyond the window of stream {stream_id}")
         stream.recv_window -= n
-        taken = len(data)
+        taken = n if data is payload else len(data)
         stream.buffered += n
         self.buffered += n
         if taken != n:
-            self._consumed(stream, n - taken)  # the padding: taken now
+            self.consumed(stream, n - taken)  # the padding: taken now
         if self._unacknowledged >= _GIVE_BACK:  # (inline: every DATA frame comes here)
             self._give_back()
         end = flags & END_STREAM
@@ -594,7 +597,9 @@ class ServerState:
     def _forget(self, stream: Stream, how: int) -> None:
         if how != _ENDED:
             stream.reset = True
-        if self.streams.pop(stream.id, None) is not None:
+        if not stream.closed:
+            stream.closed = True
+            del self.streams[stream.id]
             self.buffered -= stream.buffered
         self._remember(stream.id, how)
 
@@ -627,7 +632,7 @@ class ServerState:
 
     def reset(self, stream: Stream, code: int) -> None:
         """We give up on ``stream``."""
-        if not stream.reset and stream.id in self.streams:
+        if not stream.reset and not stream.closed:
             self._reset_by_us(stream, code)
         stream.reset = True
 
@@ -642,21 +647,17 @@ class ServerState:
 
     def consumed(self, stream: Stream, n: int) -> None:
         """``n`` bytes of ``stream``'s data were taken by its consumer."""
-        self._consumed(stream, n)
-        self._give_back()
-
-    def _consumed(self, stream: Stream, n: int) -> None:
         stream.buffered -= n
-        if stream.reset or self.streams.get(stream.id) is not stream:
+        if stream.closed:
             return  # already deducted from the connection's count
         self.buffered -= n
         stream.unacknowledged += n
-        if stream.remote_closed:
-            return
-        if stream.unacknowledged >= STREAM_WINDOW // 4:
+        if stream.unacknowledged >= _STREAM_GIVE_BACK and not stream.remote_closed:
             self.output.append(_window_update(stream.id, stream.unacknowledged))
             stream.recv_window += stream.unacknowledged
             stream.unacknowledged = 0
+        if self._unacknowledged >= _GIVE_BACK:
+            self._give_back()
 
     def _give_back(self) -> None:
         """Give the connection window back, unless too much waits for consumers."""

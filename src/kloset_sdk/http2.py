@@ -188,7 +188,7 @@ class Connection:
             self._state.streams.clear()
             self._lock.notify_all()
         for stream in streams:
-            stream.reset = True
+            stream.reset = stream.closed = True
             self._reset_handler(stream)
 
     @property
