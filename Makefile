@@ -21,15 +21,23 @@ PLAKAR        := $(TOOLS)/plakar-$(PLAKAR_VERSION)/bin/plakar
 AZURITE_VERSION := 3.37.0
 AZURITE       := $(TOOLS)/azurite/node_modules/.bin/azurite-blob
 
+# h2spec, the HTTP/2 conformance suite the tests run against the connectors:
+# its version and its dependencies' are pinned by tools/h2spec/go.mod (this
+# release predates Go modules: `go install .../cmd/h2spec@v2.2.1+incompatible`
+# would build it with whatever versions of its dependencies are latest).
+H2SPEC_VERSION := $(shell sed -n 's|.*github.com/summerwind/h2spec \(v[0-9.]*\).*|\1|p' tools/h2spec/go.mod)
+H2SPEC        := $(TOOLS)/h2spec-$(H2SPEC_VERSION)/h2spec
+
 export PLAKAR_BIN := $(abspath $(PLAKAR))
 export AZURITE_BIN := $(abspath $(AZURITE))
+export H2SPEC_BIN := $(abspath $(H2SPEC))
 
 # The plugin's own build environment: runtime libraries + PyInstaller (the
 # `package` extra), not the development set; `make build`/`package` use it too.
 BUILD_VENV    := build/venv
 BUILD_PY      := $(BUILD_VENV)/bin/python
 
-.PHONY: all venv build-venv plakar azurite go-azblob tools proto test lint bench build package demo clean
+.PHONY: all venv build-venv plakar azurite go-azblob h2spec tools proto test fuzz lint bench build package demo clean
 
 # Default target (plakar pkg build): dist/plugin/plakar-azblob (launcher) and
 # dist/plugin/runtime.tar (the self-contained runtime), then nothing else is
@@ -69,13 +77,26 @@ $(AZURITE):
 go-azblob: venv plakar
 	$(PY) tests/go_package.py
 
-tools: venv plakar azurite go-azblob
+# From the Go module proxy, with the versions tools/h2spec/go.mod pins.
+h2spec: $(H2SPEC)
+$(H2SPEC): tools/h2spec/go.mod tools/h2spec/go.sum
+	mkdir -p $(dir $@)
+	cd tools/h2spec && go build -buildvcs=false -o $(abspath $@).tmp$$$$ \
+	    github.com/summerwind/h2spec/cmd/h2spec && mv $(abspath $@).tmp$$$$ $(abspath $@)
+
+tools: venv plakar azurite go-azblob h2spec
 
 proto: venv
 	$(PY) tools/gen_proto.py
 
 test: tools
 	$(PY) -m pytest
+
+# The HTTP/2 frame fuzzer's long run (make test runs a short one): FUZZ_SECONDS
+# long, from a random seed (each failure prints the seed that replays it).
+FUZZ_SECONDS ?= 600
+fuzz: venv
+	$(PY) tests/h2fuzz.py --seconds $(FUZZ_SECONDS)
 
 # Benchmarks against a private Azurite (BENCH_SCALE scales the data, default 0.25):
 # bench/results/latest.md and latest.json. `build` first: section 9 times the

@@ -12,6 +12,12 @@ stop.
 The methods are registered per path with their kind: unary or streaming
 requests and responses. A response ``serialize`` of None means the method
 yields its messages already encoded (Open, Get: see ``content.chunk_messages``).
+
+A request that is not gRPC (another method than POST, or another content
+type than ``application/grpc``) gets a plain HTTP error (415 or 405) once it
+ends. Calls not finished yet are bounded (``Server.max_calls``): beyond, new
+streams are refused, so a client resetting streams as fast as it opens them
+cannot pile up work.
 """
 
 from __future__ import annotations
@@ -25,7 +31,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from .http2 import INTERNAL_ERROR, Connection, Stream, StreamReset, header_block
+from .http2 import (
+    INTERNAL_ERROR,
+    Connection,
+    Request,
+    Stream,
+    StreamRefused,
+    StreamReset,
+    header_block,
+)
 
 log = logging.getLogger("kloset_sdk")
 
@@ -33,6 +47,7 @@ log = logging.getLogger("kloset_sdk")
 MAX_MESSAGE = 16 << 20
 MAX_WORKERS = 256
 _RESPONSE_HEADERS = header_block([(":status", "200"), ("content-type", "application/grpc")])
+_NOT_GRPC_BODY = b"a gRPC server: requests are POST with content-type application/grpc\n"
 
 
 class Status(enum.IntEnum):
@@ -121,6 +136,7 @@ class Call:
         self._done = False
         self._headers_sent = False
         self._started = False
+        self._released = False
         if method is None:
             self._start()  # answered at once: unknown method
         elif method.kind.streaming_request:
@@ -308,7 +324,10 @@ class Call:
         with self._lock:
             self._done = True
             callbacks, self._callbacks = self._callbacks, []
+            released, self._released = self._released, True
             self._lock.notify_all()
+        if not released:
+            self._server.release()
         for callback in callbacks:
             try:
                 callback()
@@ -316,19 +335,81 @@ class Call:
                 log.exception("call termination callback failed")
 
 
+class _NotGrpc:
+    """A request that is not gRPC: its body is dropped, then it is answered with an
+    HTTP error and a line saying what this server takes."""
+
+    def __init__(self, server: Server, conn: Connection, stream: Stream, status: str) -> None:
+        self._server = server
+        self._conn = conn
+        self._stream = stream
+        self._status = status
+        self._released = False
+
+    def data(self, payload: bytes | memoryview) -> None:
+        self._conn.consumed(self._stream, len(payload))
+
+    def end(self) -> None:
+        self._server.pool.submit(self._answer)
+
+    def reset(self) -> None:
+        self._release()
+
+    def _answer(self) -> None:
+        try:
+            self._conn.send_headers(self._stream, header_block([
+                (":status", self._status), ("content-type", "text/plain; charset=utf-8"),
+                ("content-length", str(len(_NOT_GRPC_BODY)))]))
+            self._conn.send_data(self._stream, (_NOT_GRPC_BODY,), end_stream=True)
+        except StreamReset:
+            pass
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        with self._server.lock:
+            released, self._released = self._released, True
+        if not released:
+            self._server.release()
+
+
+def _is_grpc(content_type: bytes) -> bool:
+    return content_type == b"application/grpc" or \
+        content_type.startswith((b"application/grpc+", b"application/grpc;"))
+
+
 class Server:
     """The gRPC methods of one connector, served on one HTTP/2 connection."""
 
     def __init__(self, methods: dict[str, Method], max_workers: int = MAX_WORKERS) -> None:
         self.methods = methods
+        self.max_workers = max_workers
         self.pool = ThreadPoolExecutor(max_workers, thread_name_prefix="rpc")
+        # Calls not finished: those of open streams, and those of streams reset
+        # whose handler still runs or waits for a worker.
+        self.max_calls = 2 * max_workers
+        self.lock = threading.Lock()
+        self._active = 0
 
     def serve(self, rfd: int, wfd: int) -> Connection:
         """Serve the connection on ``rfd``/``wfd`` until the client closes it."""
-        conn = Connection(rfd, wfd, lambda stream, headers: self._call(conn, stream, headers))
+        conn = Connection(rfd, wfd, lambda stream, request: self._call(conn, stream, request),
+                          max_streams=self.max_workers)
         conn.run()
         return conn
 
-    def _call(self, conn: Connection, stream: Stream, headers: list[tuple[str, str]]) -> Call:
-        path = next((value for name, value in headers if name == ":path"), "")
-        return Call(self, conn, stream, self.methods.get(path), path)
+    def release(self) -> None:
+        """A call is finished."""
+        with self.lock:
+            self._active -= 1
+
+    def _call(self, conn: Connection, stream: Stream, request: Request) -> Call | _NotGrpc:
+        with self.lock:
+            if self._active >= self.max_calls:
+                raise StreamRefused
+            self._active += 1
+        if not _is_grpc(request.content_type):
+            return _NotGrpc(self, conn, stream, "415")
+        if request.method != b"POST":
+            return _NotGrpc(self, conn, stream, "405")
+        return Call(self, conn, stream, self.methods.get(request.path), request.path)
