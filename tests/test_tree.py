@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from kloset_sdk import Record
-from kloset_sdk.records import EPOCH
+from kloset_sdk import EPOCH, Record
 from plakar_azblob.paths import invalid_name
 from plakar_azblob.tree import Tree
 

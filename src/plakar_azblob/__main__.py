@@ -1,6 +1,6 @@
 """``plakar-azblob importer|exporter|storage``: serve one connector on stdio.
 
-Started through a fork server when one runs (see :mod:`kloset_sdk.forkserver`):
+Started through a fork server when one runs (see :mod:`kloset_sdk._process.forkserver`):
 this module imports nothing heavy until it has to serve in this process.
 ``plakar-azblob fork-server SOCKET`` is that server (started by a connector,
 never by hand); ``plakar-azblob stop-fork-server`` stops this user's servers.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from kloset_sdk import forkserver
+from kloset_sdk._process import forkserver
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def factory(kind: str) -> Callable[..., Any]:
 
 def preload() -> None:
     """What the fork server loads once for every connector it forks."""
-    import kloset_sdk.server  # noqa: F401
+    import kloset_sdk._process.stdio  # noqa: F401
 
     from . import attributes, client
 
@@ -52,9 +52,9 @@ def preload() -> None:
 
 
 def serve(kind: str, exit: Callable[[int], NoReturn] = os._exit) -> NoReturn:
-    from kloset_sdk import server
+    from kloset_sdk._process import stdio
 
-    server.serve(kind, factory(kind), exit=exit)
+    stdio.serve(kind, factory(kind), exit=exit)
 
 
 def server_argv() -> list[str]:
@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     code = forkserver.fingerprint("kloset_sdk", "plakar_azblob")
     if len(args) == 2 and args[0] == forkserver.SERVER_ARG:
-        forkserver.run_server(args[1], fingerprint=code, preload=preload, serve=serve)
+        from kloset_sdk._process import forkhost
+
+        forkhost.run(args[1], fingerprint=code, preload=preload, serve=serve)
     if args == ["stop-fork-server"]:
         print(f"stopped {forkserver.stop_servers(APP)} fork server(s)", file=sys.stderr)
         raise SystemExit(0)

@@ -43,7 +43,7 @@ from .ranges import read_range, read_ranges, resumed
 from .tree import Tree
 
 # Blobs whose content is read before plakar opens them, while it opens one after
-# the other (see kloset_sdk.readahead): each costs a round trip to the service,
+# the other (see ReadAheadSettings): each costs a round trip to the service,
 # which plakar would otherwise wait for, one blob at a time.
 READ_AHEAD = ReadAheadSettings(max_size=1 << 20, budget=8 << 20, depth=32, workers=8)
 

@@ -28,8 +28,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from kloset_sdk import Record
-from kloset_sdk.records import EPOCH
+from kloset_sdk import EPOCH, Record
 
 
 @dataclass

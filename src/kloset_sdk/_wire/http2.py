@@ -4,7 +4,7 @@ on plakar's pipes needs.
 plakar speaks plaintext HTTP/2 with prior knowledge over the plugin's stdin
 and stdout. :class:`Connection` reads frames from one descriptor in the
 thread that calls :meth:`Connection.run`, hands each to the protocol's rules
-(:class:`kloset_sdk.h2state.ServerState`, which says what it means and what
+(:class:`~kloset_sdk._wire.h2state.ServerState`, which says what it means and what
 must be answered), and passes the streams' events to their handlers. A
 writer thread takes the frames to send from a queue, in order, many per
 system call. The few header blocks a gRPC server sends are literals without

@@ -25,18 +25,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .content import CHUNK_SIZE, iter_chunks
-from .records import Opener, Readable
-
-
-@dataclass(frozen=True)
-class ReadAheadSettings:
-    """How far ahead of plakar an importer reads (see :class:`~kloset_sdk.Importer`)."""
-
-    max_size: int = 0  # largest record read ahead, bytes (0: never read ahead)
-    budget: int = 8 << 20  # bytes held or being read ahead, all records together
-    depth: int = 32  # most records read ahead of the last one opened
-    workers: int = 8  # reads in flight
+from ..content import CHUNK_SIZE, iter_chunks
+from ..importer import ReadAheadSettings
+from ..records import Opener, Readable
 
 
 @dataclass(eq=False)

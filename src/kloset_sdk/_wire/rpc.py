@@ -1,4 +1,4 @@
-"""gRPC calls over :mod:`kloset_sdk.http2`: the server side of plakar's RPCs.
+"""gRPC calls over :mod:`~kloset_sdk._wire.http2`: the server side of plakar's RPCs.
 
 Each request stream becomes a :class:`Call`: its messages are reassembled
 from the DATA frames (5-byte prefix: compression flag, length), and its
@@ -11,7 +11,8 @@ stop.
 
 The methods are registered per path with their kind: unary or streaming
 requests and responses. A response ``serialize`` of None means the method
-yields its messages already encoded (Open, Get: see ``content.chunk_messages``).
+yields its messages already encoded (Open, Get: see
+``_services.common.chunk_messages``).
 
 A request that is not gRPC (another method than POST, or another content
 type than ``application/grpc``) gets a plain HTTP error (415 or 405) once it

@@ -1,4 +1,4 @@
-"""Servicer of the exporter protocol (protocol page §6)."""
+"""The exporter service (protocol page §6): its messages as calls of an :class:`Exporter`."""
 
 from __future__ import annotations
 
@@ -9,17 +9,14 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ._convert import record_from_proto
-from ._importer_service import options_from_proto
-from ._proto import connectors_pb2 as cpb
-from ._proto import exporter_pb2 as pb
-from ._service import Service, identity
-from ._status import abort, message
-from .content import IncomingContent
-from .errors import ConnectorError
-from .exporter import Exporter
-from .options import Options
-from .rpc import Cancelled
+from .._proto import connectors_pb2 as cpb
+from .._proto import exporter_pb2 as pb
+from .._wire.rpc import Cancelled
+from ..content import IncomingContent
+from ..errors import ConnectorError
+from ..exporter import Exporter
+from ..options import Options
+from .common import Service, abort, identity, message, options_from_proto, record_from_proto
 
 log = logging.getLogger("kloset_sdk")
 

@@ -1,4 +1,4 @@
-"""Servicer of the importer protocol (protocol page §5)."""
+"""The importer service (protocol page §5): its messages as calls of an :class:`Importer`."""
 
 from __future__ import annotations
 
@@ -7,29 +7,26 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._convert import record_to_proto, result_from_proto
-from ._proto import importer_pb2 as pb
-from ._service import Service, identity
-from ._status import abort
-from .content import chunk_messages
-from .errors import ConnectorError, NotFoundError
-from .importer import Importer
-from .options import Options
+from .._proto import importer_pb2 as pb
+from .._wire.rpc import Cancelled
+from ..errors import ConnectorError, NotFoundError
+from ..importer import Importer
+from ..options import Options
+from ..records import open_key
+from .common import (
+    Service,
+    abort,
+    chunk_messages,
+    identity,
+    options_from_proto,
+    record_to_proto,
+    result_from_proto,
+)
 from .readahead import Openers
-from .records import open_key
-from .rpc import Cancelled
 
 log = logging.getLogger("kloset_sdk")
 
 ImporterFactory = Callable[[str, dict[str, str], Options], Importer]
-
-
-def options_from_proto(msg: Any) -> Options:
-    return Options(
-        hostname=msg.hostname, os=msg.os, arch=msg.arch, cwd=msg.cwd,
-        max_concurrency=int(msg.maxconcurrency), excludes=tuple(msg.excludes),
-        noxattr=msg.noxattr,
-    )
 
 
 def _key(rec: Any) -> str:
@@ -93,7 +90,7 @@ class ImporterService(Service[Importer]):
             log.exception("acknowledgement handling failed")
 
     def open_encoded(self, request: pb.OpenRequest, context: Any) -> Iterator[bytes]:
-        """Open: its responses, encoded (content.chunk_messages), as the server sends them."""
+        """Open: its responses, encoded (common.chunk_messages), as the server sends them."""
         key = _key(request.record)
         opener = self._openers.open(key)
         if opener is None:

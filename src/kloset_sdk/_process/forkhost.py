@@ -1,4 +1,4 @@
-"""The fork server process (see :mod:`kloset_sdk.forkserver` for what it is for).
+"""The fork server process (see :mod:`~kloset_sdk._process.forkserver` for what it is for).
 
 The server preloads the connectors, listens on its socket and keeps one
 *spare* child forked in advance, waiting in ``accept()``. The spare that
@@ -68,6 +68,11 @@ SPARE_NAME = "fork-spare"
 
 def run(path: str, *, fingerprint: str, preload: Callable[[], None],
         serve: Serve) -> NoReturn:
+    """Be the fork server on ``path``: preload, then serve each launcher in a child.
+
+    ``serve(kind, exit)`` runs in each child, with plakar's stdio in place, and
+    ends the child through ``exit(status)``.
+    """
     folder = os.path.dirname(path)
     if not _private(folder, os.getuid(), create=False):
         os._exit(1)

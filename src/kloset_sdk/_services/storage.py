@@ -1,4 +1,4 @@
-"""Servicer of the storage protocol (protocol page §7)."""
+"""The storage service (protocol page §7): its messages as calls of a :class:`Store`."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._proto import store_pb2 as pb
-from ._service import Service, identity
-from ._status import abort
-from .content import CHUNK_SIZE, IncomingContent, chunk_messages
-from .errors import ConnectorError
-from .storage import Range, Resource, Store, StoreFlag
+from .._proto import store_pb2 as pb
+from ..content import CHUNK_SIZE, IncomingContent
+from ..errors import ConnectorError
+from ..storage import Range, Resource, Store, StoreFlag
+from .common import Service, abort, chunk_messages, identity
 
 StoreFactory = Callable[[str, dict[str, str]], Store]
 MAC_SIZE = 32
@@ -98,7 +97,7 @@ class StoreService(Service[Store]):
         return pb.PutResponse(bytes_written=written)
 
     def get_encoded(self, request: pb.GetRequest, context: Any) -> Iterator[bytes]:
-        """Get: its responses, encoded (content.chunk_messages), as the server sends them."""
+        """Get: its responses, encoded (common.chunk_messages), as the server sends them."""
         try:
             rng = None
             if request.HasField("range"):

@@ -16,7 +16,7 @@ answers at once, the connector is served in the launched process itself.
 
 What a forked connector shares with the server, and what it never does:
 - it is served only by a server of the same *context*
-  (:mod:`kloset_sdk.forkcontext`): the same namespaces, root, cgroup, uid,
+  (:mod:`~kloset_sdk._process.forkcontext`): the same namespaces, root, cgroup, uid,
   gids and groups, capability sets, no_new_privs, seccomp mode, resource
   limits, nice and scheduling, LSM label, loader environment, and the same
   code. Both are hashed into the socket's name, the server refuses to start
@@ -39,7 +39,7 @@ What a forked connector shares with the server, and what it never does:
   fork server), on SIGTERM, or when its socket is taken away.
 
 This module is imported by every launch: it imports only what the launcher
-needs (the server side, :mod:`kloset_sdk.forkhost`, imports the rest).
+needs (the server side, :mod:`~kloset_sdk._process.forkhost`, imports the rest).
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def interpreter_options() -> list[str]:
 
 def fingerprint(*packages: str) -> str:
     """What identifies the code a connector runs (see
-    :func:`kloset_sdk.forkcontext.code_fingerprint`)."""
+    :func:`~kloset_sdk._process.forkcontext.code_fingerprint`)."""
     return forkcontext.code_fingerprint(*packages)
 
 
@@ -517,19 +517,6 @@ def server_env() -> dict[str, str]:
 
 
 # -- the server --
-
-def run_server(path: str, *, fingerprint: str, preload: Callable[[], None],
-               serve: Callable[[str, Callable[[int], NoReturn]], NoReturn]) -> NoReturn:
-    """Be the fork server on ``path``: preload, then serve each launcher in a
-    child (see :mod:`kloset_sdk.forkhost`).
-
-    ``serve(kind, exit)`` runs in each child, with plakar's stdio in place, and
-    ends the child through ``exit(status)``.
-    """
-    from . import forkhost
-
-    forkhost.run(path, fingerprint=fingerprint, preload=preload, serve=serve)
-
 
 def stop_servers(app: str | None, folder: str | None = None) -> int:
     """Stop this user's fork servers of ``app`` (every version and context; None:

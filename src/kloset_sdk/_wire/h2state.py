@@ -6,7 +6,7 @@ event for their handlers, or nothing) and which frames the protocol itself
 requires in reply, left in :attr:`ServerState.output` (SETTINGS and PING
 acknowledgements, RST_STREAM, WINDOW_UPDATE). It also keeps the flow-control
 windows both ways and the streams' states for what the server sends. The
-connection (:mod:`kloset_sdk.http2`) reads and writes, and calls it under
+connection (:mod:`~kloset_sdk._wire.http2`) reads and writes, and calls it under
 its lock.
 
 A frame that breaks a rule is, as RFC 9113 section 5.4 says, either a
