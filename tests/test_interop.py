@@ -70,9 +70,9 @@ from tree_compare import make_sample_tree, snapshot
 from kloset_sdk._proto import connectors_pb2 as cpb
 from kloset_sdk._proto import importer_pb2 as ipb
 from kloset_sdk._proto import importer_pb2_grpc as ipb_grpc
-from plakar_azblob import config as our_config
-from plakar_azblob.attributes import default_content_type
-from plakar_azblob.client import account_url
+from plakar_azblob.clients import config as our_config
+from plakar_azblob.clients.factory import account_url
+from plakar_azblob.mapping.attributes import default_content_type
 
 pytestmark = [pytest.mark.interop, pytest.mark.plakar, pytest.mark.azurite]
 

@@ -42,11 +42,12 @@ def preload() -> None:
     """What the fork server loads once for every connector it forks."""
     import kloset_sdk._process.stdio  # noqa: F401
 
-    from . import attributes, client
+    from .mapping import attributes
+    from .transfer import direct
 
     for kind in KINDS:
         factory(kind)
-    client.preload()
+    direct.preload()
     attributes.default_content_type("x")  # builds the type table once
     _ = __import__(__package__).__version__
 

@@ -7,7 +7,7 @@ azure-core's policies. The reads that matter most (the source's Opens, the
 store's Gets: most requests of a backup or a restore) and the listings are
 made here instead: an ``HttpRequest`` of our own run through an azure-core
 ``Pipeline`` of the policies the SDK's clients run, on
-:class:`~plakar_azblob.http_transport.Urllib3Transport`:
+:class:`~plakar_azblob.transfer.http_transport.Urllib3Transport`:
 
 - a request id (``x-ms-client-request-id``, the same for every try:
   azure-core's ``RequestIdPolicy``) and the SDK clients' user agent
@@ -21,7 +21,7 @@ made here instead: an ``HttpRequest`` of our own run through an azure-core
   one token cache for both paths).
 
 Error answers raise the exceptions the SDK raises for them
-(:func:`~plakar_azblob.errors.response_error`), reported alike. The SDK's
+(:func:`~plakar_azblob.clients.errors.response_error`), reported alike. The SDK's
 objects are used instead only when this path cannot be built at all (an SDK
 whose client no longer has the attributes used here): every such read is
 counted in :data:`FALLBACKS` and logged at debug level (``KLOSET_LOG=debug``).
@@ -52,14 +52,10 @@ from azure.core.pipeline.policies import (
 from azure.core.pipeline.transport import HttpRequest
 from azure.storage.blob import ContainerClient
 
-from .client import (
-    CONNECTION_TIMEOUT,
-    MIN_BODY_RATE,
-    READ_TIMEOUT,
-    AzblobRetry,
-    user_agent_options,
-)
-from .errors import ERROR_BODY_LIMIT, UnexpectedAnswer, response_error
+from ..clients import factory
+from ..clients.config import parse_config
+from ..clients.errors import ERROR_BODY_LIMIT, UnexpectedAnswer, response_error
+from ..clients.retry import CONNECTION_TIMEOUT, MIN_BODY_RATE, READ_TIMEOUT, AzblobRetry
 from .http_transport import BodyTimeout, Urllib3Response, Urllib3Transport
 
 log = logging.getLogger(__name__)
@@ -184,7 +180,7 @@ class DirectReader:
             return None
         transport = Urllib3Transport(pool_size=pool_size, connection_timeout=CONNECTION_TIMEOUT,
                                      read_timeout=READ_TIMEOUT, min_rate=MIN_BODY_RATE)
-        policies: list[Any] = [RequestIdPolicy(), UserAgentPolicy(**user_agent_options()),
+        policies: list[Any] = [RequestIdPolicy(), UserAgentPolicy(**factory.user_agent_options()),
                                ProxyPolicy(), AzblobRetry(), _StorageHeaders(client.api_version)]
         if credential is not None:
             policies.append(credential)
@@ -243,7 +239,7 @@ class DirectReader:
                   metadata: bool = True) -> Page:
         """One List Blobs answer (with ``metadata``) of the blobs starting with
         ``prefix``, from ``marker``: a 200, its body not yet checked (see
-        :func:`plakar_azblob.listing.page_root`); the SDK's exception for an error."""
+        :func:`.listing.page_root`); the SDK's exception for an error."""
         query = "restype=container&comp=list" + ("&include=metadata" if metadata else "")
         for key, value in (("prefix", prefix), ("marker", marker),
                            ("maxresults", page_size and str(page_size))):
@@ -326,3 +322,18 @@ def _total(content_range: str | None, length: int) -> int | None:
     _, _, total = content_range.rpartition("/")
     return int(total) if total.isdigit() else None
 
+
+def preload() -> None:
+    """Set up once, for the fork server, what a connector's first reads would: what
+    the SDK loads at its first request (:func:`.factory.preload`), then a client and
+    a direct reader for a made-up account (no request is made): the configuration's
+    regular expressions compiled, the SDK's and this path's pipeline classes set up."""
+    factory.preload()
+    key = "AAAA" * 11
+    cfg = parse_config({"location": "azblob://warm-up",
+                        "connection_string": f"AccountName=warmup;AccountKey={key};"
+                                             "BlobEndpoint=http://127.0.0.1:9/warmup;"},
+                       "importer")
+    client = factory.container_client(cfg)
+    DirectReader.for_client(client, factory.pool_size(cfg))
+    client.close()

@@ -4,7 +4,7 @@ Azure messages can quote request URLs, whose query may carry a SAS
 signature, so raw messages are never passed on: a short reason is built from
 the status and error code, and any free text kept is scrubbed.
 
-The direct reads (:mod:`plakar_azblob.direct`) get their error answers from
+The direct reads (:mod:`plakar_azblob.transfer.direct`) get their error answers from
 azure-core's pipeline, not from the SDK's generated operations:
 :func:`response_error` builds from them the exception the SDK would raise
 (same type, status and error code), so that they are reported alike.

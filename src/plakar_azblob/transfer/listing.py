@@ -10,7 +10,7 @@ connectors use (about 0.04 ms per blob). A page is taken only if it is one
 gateway's HTML page, garbage, truncated XML) fails the listing with one line
 naming the status and content type, where it would otherwise read as an
 empty last page. Only when the direct path cannot be built at all does the
-SDK list (counted, see :func:`plakar_azblob.direct.fallback`).
+SDK list (counted, see :func:`.direct.fallback`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from urllib.parse import unquote
 
 from azure.storage.blob import BlobProperties, ContainerClient
 
+from ..clients.errors import UnexpectedAnswer
 from .direct import DirectReader, Page, fallback
-from .errors import UnexpectedAnswer
 
 _MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}

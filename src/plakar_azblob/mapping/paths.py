@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 
 from kloset_sdk import ConnectorError
 
-from .client import account_url
-from .config import AzureConfig
+from ..clients.config import AzureConfig
+from ..clients.factory import account_url
 
 # Azure stores a backslash in a blob name as "/": both separate segments.
 _SEPARATORS = re.compile(r"[/\\]")

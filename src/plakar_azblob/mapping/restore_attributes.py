@@ -25,9 +25,9 @@ from azure.storage.blob import ContainerClient
 
 from kloset_sdk import ConnectorError, IncomingContent
 
+from ..clients.errors import translate
 from . import attributes
 from .attributes import Restore
-from .errors import translate
 
 log = logging.getLogger(__name__)
 

@@ -48,7 +48,7 @@ from azure.storage.blob import ContentSettings
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .listing import Listed
+    from ..transfer.listing import Listed
 
 PREFIX = "azure."
 META_PREFIX = "azure.meta."
