@@ -37,12 +37,12 @@ from fork_helpers import (
     stdout_ends,
     wait_for,
 )
+from kloset_grpc import importer_pb2_grpc as ipb_grpc
 from plakar_env import PlakarEnv, output, snapshot_id
 from stdio_plugin import StdioPlugin
 
 from kloset_sdk._process import forkcontext, forkserver
 from kloset_sdk._proto import importer_pb2 as ipb
-from kloset_sdk._proto import importer_pb2_grpc as ipb_grpc
 
 APP = Path(__file__).resolve().parent / "fork_app.py"
 ROOT_ONLY = pytest.mark.skipif(os.getuid() != 0, reason="needs root")

@@ -33,6 +33,7 @@ from azure.storage.blob import ContainerClient
 from azurite import ACCOUNT, KEY, Azurite
 from entra_azurite import TokenService, ca_directory, https_azurite, self_signed
 from fault_proxy import FaultProxy, Rule, Seen
+from kloset_grpc import importer_pb2_grpc as ipb_grpc
 from plakar_env import PlakarEnv, output, snapshot_id
 from stdio_plugin import StdioPlugin
 
@@ -49,7 +50,6 @@ from kloset_sdk import (
 )
 from kloset_sdk._proto import connectors_pb2 as cpb
 from kloset_sdk._proto import importer_pb2 as ipb
-from kloset_sdk._proto import importer_pb2_grpc as ipb_grpc
 from plakar_azblob.clients import retry
 from plakar_azblob.clients.factory import USER_AGENT
 from plakar_azblob.destination import AzureExporter

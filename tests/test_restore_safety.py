@@ -19,12 +19,12 @@ import pytest
 from azblob_package import entry_point
 from azure.storage.blob import BlobServiceClient
 from azurite import Azurite
+from kloset_grpc import exporter_pb2_grpc as epb_grpc
 from stdio_plugin import StdioPlugin
 
 from kloset_sdk import ConnectorError, Options, filemode
 from kloset_sdk._proto import connectors_pb2 as cpb
 from kloset_sdk._proto import exporter_pb2 as epb
-from kloset_sdk._proto import exporter_pb2_grpc as epb_grpc
 from plakar_azblob.clients.config import parse_config
 from plakar_azblob.mapping import paths
 from plakar_azblob.source import AzureImporter

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from . import importer_pb2 as importer__pb2
+from kloset_sdk._proto import importer_pb2 as importer__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
