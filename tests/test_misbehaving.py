@@ -456,8 +456,9 @@ class Stdio:
     def __init__(self, endpoint: str, container: str, code: str | None = None,
                  env: dict[str, str] | None = None) -> None:
         argv = [str(entry_point()), "importer"] if code is None else \
-            [sys.executable, "-c", code + "\nfrom plakar_azblob.__main__ import serve\n"
-                                          "serve('importer')\n"]
+            [sys.executable, "-c", code + "\nfrom kloset_sdk import serve\n"
+                                          "from plakar_azblob.source import AzureImporter\n"
+                                          "serve('importer', AzureImporter)\n"]
         self.plugin = StdioPlugin(argv, {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                                          "HOME": os.environ.get("HOME", "/"), **(env or {})})
         self.stub = ipb_grpc.ImporterStub(self.plugin.channel)

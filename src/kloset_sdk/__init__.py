@@ -1,7 +1,7 @@
 """Write Plakar (Kloset) connectors in Python.
 
 A connector subclasses one of the three interfaces, and its program hands
-them to :func:`serve`; the SDK speaks plakar's gRPC plugin protocol on the
+them to :func:`main`; the SDK speaks plakar's gRPC plugin protocol on the
 process's stdin and stdout. Everything a connector needs is here, at the top
 level (``__all__``); the subpackages whose names start with ``_`` are the
 SDK's runtime, which a connector never imports.
@@ -23,7 +23,8 @@ Errors plakar shows as they are:
     :class:`ConnectorError`, :class:`ConfigError`, :class:`NotFoundError`,
     :class:`AlreadyExistsError`, :class:`PermissionDeniedError`.
 Starting:
-    :func:`serve` (one connector on stdio).
+    :func:`main` (a program of connectors, started through a fork server),
+    :func:`serve` (one connector on stdio, in this process).
 
 Names are imported on first use (PEP 562): a program that imports one name
 loads only the module that defines it.
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from . import filemode
     from .connector import Connector
     from .content import CHUNK_SIZE, IncomingContent, iter_chunks
-    from .entry import serve
+    from .entry import main, serve
     from .errors import (
         AlreadyExistsError,
         ConfigError,
@@ -69,7 +70,7 @@ _HOMES = {
     "filemode": ".filemode",
     "AlreadyExistsError": ".errors", "ConfigError": ".errors", "ConnectorError": ".errors",
     "NotFoundError": ".errors", "PermissionDeniedError": ".errors",
-    "serve": ".entry",
+    "main": ".entry", "serve": ".entry",
 }
 
 __all__ = [
@@ -77,7 +78,7 @@ __all__ = [
     "Exporter", "FileInfo", "Importer", "IncomingContent", "LocationFlag", "Mode",
     "NotFoundError", "Opener", "Options", "PermissionDeniedError", "Range",
     "ReadAheadSettings", "Readable", "Record", "Resource", "Result", "Store", "StoreFlag",
-    "XattrType", "filemode", "iter_chunks", "serve",
+    "XattrType", "filemode", "iter_chunks", "main", "serve",
 ]
 
 
