@@ -105,7 +105,7 @@ bench: tools build
 	$(PY) bench/run.py
 
 lint: venv
-	$(VENV)/bin/ruff check src tests tools bench
+	$(VENV)/bin/ruff check src tests tools bench examples
 	$(VENV)/bin/mypy
 
 # The installable plakar package. `build` (the default target): the files

@@ -51,11 +51,11 @@ def _cpu(pid: int) -> float:
 def measure(tree: Path, files: Path) -> dict[str, float]:
     """One tree's figures (runs in a child process)."""
     from harness import SplicePlugin, StoreClient
+    from kloset_grpc import importer_pb2_grpc as ipb_grpc
     from null_connector import BLOCK
 
     from kloset_sdk._proto import connectors_pb2 as cpb
     from kloset_sdk._proto import importer_pb2 as ipb
-    from kloset_sdk._proto import importer_pb2_grpc as ipb_grpc
 
     env = {**os.environ, "PYTHONPATH": str(tree / "src")}
     out: dict[str, float] = {}

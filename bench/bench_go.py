@@ -318,9 +318,10 @@ def _open_latency(plugin: SplicePlugin, config: dict[str, str], count: int,
     import queue
     import random
 
+    from kloset_grpc import importer_pb2_grpc as ipb_grpc
+
     from kloset_sdk._proto import connectors_pb2 as cpb
     from kloset_sdk._proto import importer_pb2 as ipb
-    from kloset_sdk._proto import importer_pb2_grpc as ipb_grpc
 
     stub = ipb_grpc.ImporterStub(plugin.channel)  # type: ignore[no-untyped-call]
     stub.Init(ipb.InitRequest(proto="azblob", config=config,

@@ -41,14 +41,14 @@ import grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from kloset_grpc import exporter_pb2_grpc as epb_grpc  # noqa: E402
+from kloset_grpc import importer_pb2_grpc as ipb_grpc  # noqa: E402
+from kloset_grpc import store_pb2_grpc as spb_grpc  # noqa: E402
 from stdio_plugin import StdioPlugin  # noqa: E402
 
 from kloset_sdk._proto import exporter_pb2 as epb  # noqa: E402
-from kloset_sdk._proto import exporter_pb2_grpc as epb_grpc  # noqa: E402
 from kloset_sdk._proto import importer_pb2 as ipb  # noqa: E402
-from kloset_sdk._proto import importer_pb2_grpc as ipb_grpc  # noqa: E402
 from kloset_sdk._proto import store_pb2 as spb  # noqa: E402
-from kloset_sdk._proto import store_pb2_grpc as spb_grpc  # noqa: E402
 
 PACKAGED = ROOT / "dist" / "plugin" / "plakar-azblob"
 ARCHIVE = PACKAGED.with_name("runtime.tar")

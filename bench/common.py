@@ -275,7 +275,7 @@ def _read(path: str) -> bytes:
 
 
 def forked_connector(pid: int) -> str | None:
-    """The kind of connector ``pid`` is if a fork server forked it (kloset_sdk.forkserver
+    """The kind of connector ``pid`` is if a fork server forked it (kloset_sdk._process.forkserver
     names it ``kloset-KIND``; its command line and environment are the server's), else
     None. Its launcher (the process plakar started) only waits for it."""
     try:

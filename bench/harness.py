@@ -112,7 +112,7 @@ class ImporterRun:
     """Init + Import + concurrent Opens of the file records, acknowledged like plakar does."""
 
     def __init__(self, channel: grpc.Channel, config: dict[str, str], concurrency: int) -> None:
-        from kloset_sdk._proto import importer_pb2_grpc as ipb_grpc
+        from kloset_grpc import importer_pb2_grpc as ipb_grpc
 
         self.stub = ipb_grpc.ImporterStub(channel)  # type: ignore[no-untyped-call]
         self.config = config
@@ -196,10 +196,10 @@ def export_files(channel: grpc.Channel, config: dict[str, str], concurrency: int
     from datetime import UTC, datetime
 
     from google.protobuf.timestamp_pb2 import Timestamp
+    from kloset_grpc import exporter_pb2_grpc as epb_grpc
 
     from kloset_sdk._proto import connectors_pb2 as cpb
     from kloset_sdk._proto import exporter_pb2 as epb
-    from kloset_sdk._proto import exporter_pb2_grpc as epb_grpc
 
     stub = epb_grpc.ExporterStub(channel)  # type: ignore[no-untyped-call]
     stub.Init(epb.InitRequest(proto="azblob", config=config,
@@ -243,8 +243,9 @@ class StoreClient:
 
     def __init__(self, channel: grpc.Channel, config: dict[str, str],
                  proto: str = "azblob") -> None:
+        from kloset_grpc import store_pb2_grpc as spb_grpc
+
         from kloset_sdk._proto import store_pb2 as spb
-        from kloset_sdk._proto import store_pb2_grpc as spb_grpc
 
         self.pb = spb
         self.stub = spb_grpc.StoreStub(channel)  # type: ignore[no-untyped-call]

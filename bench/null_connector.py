@@ -25,8 +25,9 @@ from kloset_sdk import (
     StoreFlag,
     serve,
 )
-from kloset_sdk.server import build_server, methods
-from kloset_sdk.transport import tune_malloc
+from kloset_sdk._process.malloc import tune_malloc
+from kloset_sdk._process.stdio import build_server
+from kloset_sdk._services.common import methods
 
 BLOCK = bytes(range(256)) * (CHUNK_SIZE // 256)
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 from report import Report
 
-from kloset_sdk.transport import tune_malloc
+from kloset_sdk._process.malloc import tune_malloc
 
 
 def sections() -> dict[str, object]:

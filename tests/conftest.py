@@ -19,11 +19,11 @@ from plakar_env import PlakarEnv
 @pytest.fixture(scope="session", autouse=True)
 def _private_runtime_dir() -> Iterator[Path]:
     """The connectors the tests start (directly or through plakar, whose
-    environment has it) keep their fork servers (kloset_sdk.forkserver) in a
+    environment has it) keep their fork servers (kloset_sdk._process.forkserver) in a
     private XDG_RUNTIME_DIR, shared by the whole session, and those are
     stopped at its end, like plakar's cache daemon: never the user's own,
     nor an installed package's."""
-    from kloset_sdk import forkserver
+    from kloset_sdk._process import forkserver
 
     folder = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))
     folder.chmod(0o700)

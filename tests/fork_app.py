@@ -1,4 +1,4 @@
-"""A test-only connector started through kloset_sdk.forkserver.
+"""A test-only connector started through kloset_sdk._process.forkserver.
 
 ``python fork_app.py [--app NAME] [--version V] importer``: an importer whose
 Init answers with facts about the process serving it (origin, JSON: pid,
@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from kloset_sdk import forkserver
+from kloset_sdk._process import forkserver
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -85,15 +85,15 @@ def factory() -> Any:
 
 
 def serve(kind: str, exit: Callable[[int], NoReturn] = os._exit) -> NoReturn:
-    from kloset_sdk import server
+    from kloset_sdk._process import stdio
 
-    server.serve(kind, factory(), exit=exit)
+    stdio.serve(kind, factory(), exit=exit)
 
 
 def preload(version: str) -> None:
     import locale  # noqa: F401
 
-    import kloset_sdk.server  # noqa: F401
+    import kloset_sdk._process.stdio  # noqa: F401
 
     factory()
     if version == "fail":
@@ -144,8 +144,10 @@ def main() -> None:
     if len(args) == 2 and args[0] == forkserver.SERVER_ARG:
         with open(args[1] + ".starts", "a") as f:
             f.write(f"{os.getpid()}\n")
-        forkserver.run_server(args[1], fingerprint=code, preload=lambda: preload(version),
-                              serve=serve)
+        from kloset_sdk._process import forkhost
+
+        forkhost.run(args[1], fingerprint=code, preload=lambda: preload(version),
+                     serve=serve)
     if args[0] == "client":
         client(args[1], args[2], code)
         return

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from hpack import Encoder
 
-from kloset_sdk.h2state import (
+from kloset_sdk._wire.h2state import (
     ACK,
     DATA,
     END_HEADERS,

@@ -51,7 +51,7 @@ from hpack import Encoder
 from kloset_sdk._proto import connectors_pb2 as cpb
 from kloset_sdk._proto import importer_pb2 as ipb
 from kloset_sdk._proto import store_pb2 as spb
-from kloset_sdk.h2state import (
+from kloset_sdk._wire.h2state import (
     CONTINUATION,
     DATA,
     END_HEADERS,
@@ -67,8 +67,8 @@ from kloset_sdk.h2state import (
     WINDOW_UPDATE,
     error_name,
 )
-from kloset_sdk.h2state import frame as encode_frame
-from kloset_sdk.http2 import header_block
+from kloset_sdk._wire.h2state import frame as encode_frame
+from kloset_sdk._wire.http2 import header_block
 
 HERE = Path(__file__).resolve().parent
 CONNECTOR = [sys.executable, str(HERE / "pydir_connector.py")]

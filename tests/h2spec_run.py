@@ -7,7 +7,7 @@ connection becomes a new connector process (as plakar spawns them). A case
 is named by h2spec's section and its position there (``http2/6.9.1/3``:
 the third case of RFC 7540 section 6.9.1; ``generic/...``, ``hpack/...``).
 
-``python tests/h2spec_run.py`` prints the figures of the README side by side:
+``python tests/h2spec_run.py`` prints the figures of docs/sdk.md side by side:
 our storage connector, the official Go package's storage connector (grpc-go,
 built by tests/go_package.py) under the same adapter, and grpcio's C-core
 server (a trivial servicer on TCP).

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from kloset_sdk import (
+    EPOCH,
     AlreadyExistsError,
     ConfigError,
     Exporter,
@@ -29,7 +30,6 @@ from kloset_sdk import (
     filemode,
     serve,
 )
-from kloset_sdk.records import EPOCH
 
 
 def _root(config: Mapping[str, str]) -> Path:

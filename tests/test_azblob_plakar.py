@@ -40,7 +40,7 @@ from azurite import ACCOUNT, KEY, Azurite, start_azurite
 from plakar_env import PASSPHRASE, PlakarEnv, output, snapshot_id
 from tree_compare import make_sample_tree, snapshot
 
-from plakar_azblob.attributes import default_content_type as content_type
+from plakar_azblob.mapping.attributes import default_content_type as content_type
 
 pytestmark = [pytest.mark.plakar, pytest.mark.azurite]
 

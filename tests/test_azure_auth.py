@@ -29,8 +29,8 @@ from kloset_sdk import (
     Resource,
     StoreFlag,
 )
-from plakar_azblob.client import container_client
-from plakar_azblob.config import parse_config
+from plakar_azblob.clients.config import parse_config
+from plakar_azblob.clients.factory import container_client
 from plakar_azblob.storage import AzureStore
 
 pytestmark = pytest.mark.azurite

@@ -6,9 +6,9 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ServiceRequestError
 
 from kloset_sdk import ConfigError, ConnectorError, NotFoundError, PermissionDeniedError
-from plakar_azblob.client import account_url
-from plakar_azblob.config import AzureConfig, parse_config, sas_permissions
-from plakar_azblob.errors import scrub, translate
+from plakar_azblob.clients.config import AzureConfig, parse_config, sas_permissions
+from plakar_azblob.clients.errors import scrub, translate
+from plakar_azblob.clients.factory import account_url
 
 KEY = "c2VjcmV0LWtleS1ub3QtZm9yLXlvdXItZXllcw=="
 CONN = (f"DefaultEndpointsProtocol=https;AccountName=myacct;AccountKey={KEY};"
@@ -504,7 +504,7 @@ def test_translate_names_the_refused_credential() -> None:
 def test_translate_token_and_signing_failures() -> None:
     from azure.core.exceptions import ClientAuthenticationError
 
-    from plakar_azblob.errors import TokenError
+    from plakar_azblob.clients.errors import TokenError
 
     token = TokenError("no credential available")
     assert str(token) == "cannot get a Microsoft Entra ID token: no credential available"

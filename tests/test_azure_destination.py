@@ -28,8 +28,8 @@ from kloset_sdk import (
     Record,
     iter_chunks,
 )
-from plakar_azblob.attributes import default_content_type
 from plakar_azblob.destination import AzureExporter
+from plakar_azblob.mapping.attributes import default_content_type
 from plakar_azblob.source import AzureImporter
 
 MiB = 1024 * 1024

@@ -26,9 +26,9 @@ from kloset_sdk import (
     filemode,
     iter_chunks,
 )
-from plakar_azblob.direct import FALLBACKS, DirectReader
-from plakar_azblob.listing import Listed, http_date, list_blobs
 from plakar_azblob.source import AzureImporter
+from plakar_azblob.transfer.direct import FALLBACKS, DirectReader
+from plakar_azblob.transfer.listing import Listed, http_date, list_blobs
 
 MiB = 1024 * 1024
 BIG = 64 * MiB

@@ -15,9 +15,9 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
 from azurite import Azurite
 
-from plakar_azblob.blocks import MAX_BLOCKS, block_size_for, upload_in_blocks
-from plakar_azblob.direct import BrokenRead
-from plakar_azblob.ranges import read_range, read_ranges, resumed
+from plakar_azblob.transfer.blocks import MAX_BLOCKS, block_size_for, upload_in_blocks
+from plakar_azblob.transfer.direct import BrokenRead
+from plakar_azblob.transfer.ranges import read_range, read_ranges, resumed
 
 MiB = 1024 * 1024
 

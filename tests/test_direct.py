@@ -1,4 +1,4 @@
-"""Direct blob reads (plakar_azblob.direct) against Azurite: what they read, the errors
+"""Direct blob reads (plakar_azblob.transfer.direct) against Azurite: what they read, the errors
 they raise (the Azure SDK's own), the credentials they take, and the SDK's objects
 taking over (counted) only when the direct path cannot be built."""
 
@@ -23,9 +23,9 @@ from azurite import Azurite
 
 from kloset_sdk import ConnectorError, Options, iter_chunks
 from plakar_azblob import source as source_module
-from plakar_azblob.direct import FALLBACKS, DirectReader
-from plakar_azblob.errors import error_code, translate
+from plakar_azblob.clients.errors import error_code, translate
 from plakar_azblob.source import AzureImporter
+from plakar_azblob.transfer.direct import FALLBACKS, DirectReader
 
 pytestmark = pytest.mark.azurite
 MiB = 1024 * 1024
@@ -140,7 +140,7 @@ def test_no_direct_path_without_the_clients_credential_policy(
     """An SDK whose client no longer has it: no direct path, and the log says why."""
     client = ContainerClient.from_connection_string(azurite.connection_string, "c")
     del client._credential_policy
-    with caplog.at_level(logging.DEBUG, logger="plakar_azblob.direct"):
+    with caplog.at_level(logging.DEBUG, logger="plakar_azblob.transfer.direct"):
         assert DirectReader.for_client(client, 4) is None
     assert "no direct path: the Azure SDK client's credential policy is missing" in caplog.text
 
@@ -177,7 +177,7 @@ def test_the_source_falls_back_to_the_sdk_counted_and_logged(
         caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(DirectReader, "for_client", lambda *args: None)
     before = FALLBACKS.copy()
-    with caplog.at_level(logging.DEBUG, logger="plakar_azblob.direct"):
+    with caplog.at_level(logging.DEBUG, logger="plakar_azblob.transfer.direct"):
         contents = _contents(_importer(azurite, container))
     assert contents["/" + NAME] == DATA and contents["/empty"] == b""
     assert FALLBACKS["listing"] == before["listing"] + 1
@@ -253,7 +253,7 @@ def test_only_azure_core_transports_send_http_requests() -> None:
             if match:
                 found.add((path.name, scopes.get(number, (0, "<module>"))[1], match.group()))
     assert found == {
-        ("client.py", "_transport", "Session("),  # -> RequestsTransport(session=...)
+        ("factory.py", "_transport", "Session("),  # -> RequestsTransport(session=...)
         ("http_transport.py", "__init__", "PoolManager("),  # Urllib3Transport's pools
         ("http_transport.py", "send", "urlopen("),  # Urllib3Transport.send
         ("http_transport.py", "_proxy_manager", "ProxyManager("),
@@ -268,7 +268,7 @@ def test_a_bearer_challenge_gets_a_new_token_and_one_more_try() -> None:
     from azure.core.pipeline.policies import BearerTokenCredentialPolicy
     from azure.core.pipeline.transport import HttpRequest, HttpResponse, HttpTransport
 
-    from plakar_azblob.direct import _SharedBearer
+    from plakar_azblob.transfer.direct import _SharedBearer
 
     class Answer(HttpResponse):
         def __init__(self, request: HttpRequest, status: int, headers: dict[str, str]):

@@ -41,16 +41,16 @@ from fault_proxy import FaultProxy
 from plakar_env import PlakarEnv, output, snapshot_id
 from tree_compare import make_sample_tree, snapshot
 
-from plakar_azblob.attributes import default_content_type as content_type
-from plakar_azblob.client import (
+from plakar_azblob.clients.config import parse_config
+from plakar_azblob.clients.factory import container_client
+from plakar_azblob.clients.retry import (
     INITIAL_BACKOFF,
     MAX_BACKOFF,
     MAX_RETRY_AFTER,
     AzblobRetry,
-    container_client,
     retry_after,
 )
-from plakar_azblob.config import parse_config
+from plakar_azblob.mapping.attributes import default_content_type as content_type
 
 pytestmark = [pytest.mark.faults, pytest.mark.plakar, pytest.mark.azurite]
 

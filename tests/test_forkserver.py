@@ -1,4 +1,5 @@
-"""The fork server (kloset_sdk.forkserver), through a test connector spawned like plakar does.
+"""The fork server (kloset_sdk._process.forkserver), through a test connector spawned
+like plakar does.
 
 Every launch here is real: ``tests/fork_app.py`` started by a shell with two
 pipes (plakar's way), sometimes under ``unshare``, ``setpriv``, ``prlimit`` or
@@ -36,12 +37,12 @@ from fork_helpers import (
     stdout_ends,
     wait_for,
 )
+from kloset_grpc import importer_pb2_grpc as ipb_grpc
 from plakar_env import PlakarEnv, output, snapshot_id
 from stdio_plugin import StdioPlugin
 
-from kloset_sdk import forkcontext, forkserver
+from kloset_sdk._process import forkcontext, forkserver
 from kloset_sdk._proto import importer_pb2 as ipb
-from kloset_sdk._proto import importer_pb2_grpc as ipb_grpc
 
 APP = Path(__file__).resolve().parent / "fork_app.py"
 ROOT_ONLY = pytest.mark.skipif(os.getuid() != 0, reason="needs root")

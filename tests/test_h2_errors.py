@@ -20,7 +20,7 @@ from h2client import Frame, RawClient, grpc_message, request_headers, settings, 
 from hpack import Decoder, Encoder
 
 from kloset_sdk._proto import store_pb2 as spb
-from kloset_sdk.h2state import (
+from kloset_sdk._wire.h2state import (
     COMPRESSION_ERROR,
     CONTINUATION,
     DATA,

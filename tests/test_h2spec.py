@@ -4,7 +4,7 @@ Our storage connector is served one h2spec connection per process, the
 socket as its stdin and stdout (as plakar's pipes), and so is the official
 Go package's (grpc-go): every case passes for ours, except those named in
 NOT_APPLICABLE with the reason, and every case the Go connector passes,
-ours passes too. ``python tests/h2spec_run.py`` prints the README's figures
+ours passes too. ``python tests/h2spec_run.py`` prints the figures of docs/sdk.md
 (with grpcio's server).
 """
 

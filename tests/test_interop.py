@@ -63,16 +63,16 @@ from azurite import ACCOUNT, KEY, Azurite
 from default_endpoint_proxy import DefaultEndpointProxy
 from go_package import GoPackageError, go_binary, install_go_azblob, reference_dir
 from json_schema import valid
+from kloset_grpc import importer_pb2_grpc as ipb_grpc
 from plakar_env import PASSPHRASE, PlakarEnv, output, snapshot_id
 from stdio_plugin import StdioPlugin
 from tree_compare import make_sample_tree, snapshot
 
 from kloset_sdk._proto import connectors_pb2 as cpb
 from kloset_sdk._proto import importer_pb2 as ipb
-from kloset_sdk._proto import importer_pb2_grpc as ipb_grpc
-from plakar_azblob import config as our_config
-from plakar_azblob.attributes import default_content_type
-from plakar_azblob.client import account_url
+from plakar_azblob.clients import config as our_config
+from plakar_azblob.clients.factory import account_url
+from plakar_azblob.mapping.attributes import default_content_type
 
 pytestmark = [pytest.mark.interop, pytest.mark.plakar, pytest.mark.azurite]
 

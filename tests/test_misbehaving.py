@@ -33,6 +33,7 @@ from azure.storage.blob import ContainerClient
 from azurite import ACCOUNT, KEY, Azurite
 from entra_azurite import TokenService, ca_directory, https_azurite, self_signed
 from fault_proxy import FaultProxy, Rule, Seen
+from kloset_grpc import importer_pb2_grpc as ipb_grpc
 from plakar_env import PlakarEnv, output, snapshot_id
 from stdio_plugin import StdioPlugin
 
@@ -49,15 +50,14 @@ from kloset_sdk import (
 )
 from kloset_sdk._proto import connectors_pb2 as cpb
 from kloset_sdk._proto import importer_pb2 as ipb
-from kloset_sdk._proto import importer_pb2_grpc as ipb_grpc
-from plakar_azblob import client as client_module
-from plakar_azblob import direct as direct_module
-from plakar_azblob import http_transport
-from plakar_azblob.client import USER_AGENT
+from plakar_azblob.clients import retry
+from plakar_azblob.clients.factory import USER_AGENT
 from plakar_azblob.destination import AzureExporter
-from plakar_azblob.direct import FALLBACKS
 from plakar_azblob.source import AzureImporter
 from plakar_azblob.storage import AzureStore
+from plakar_azblob.transfer import direct as direct_module
+from plakar_azblob.transfer import http_transport
+from plakar_azblob.transfer.direct import FALLBACKS
 
 pytestmark = [pytest.mark.azurite, pytest.mark.faults]
 MiB = 1024 * 1024
@@ -232,8 +232,8 @@ def test_server_errors_resets_and_cut_bodies_are_asked_again(
 @pytest.fixture
 def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retries a hundred times sooner (the count of tries is what is tested)."""
-    monkeypatch.setattr(client_module, "INITIAL_BACKOFF", 0.005)
-    monkeypatch.setattr(client_module, "MAX_BACKOFF", 0.02)
+    monkeypatch.setattr(retry, "INITIAL_BACKOFF", 0.005)
+    monkeypatch.setattr(retry, "MAX_BACKOFF", 0.02)
 
 
 def test_lasting_server_errors_end_in_one_line_after_the_retries(
@@ -248,13 +248,13 @@ def test_lasting_server_errors_end_in_one_line_after_the_retries(
             list(iter_chunks(record.opener()))
     assert fault_of(info.value) == (f"cannot read blob {name!r}: the storage service had an "
                                     "internal error (InternalError, HTTP 500)")
-    assert len(px.requests_to(name)) == 1 + client_module.STATUS_RETRIES
+    assert len(px.requests_to(name)) == 1 + retry.STATUS_RETRIES
     with proxy(azurite, Rule("answer", kind="list", status=503, times=None)) as px, \
             pytest.raises(ConnectorError) as info:
         list(importer(px.endpoint(ACCOUNT), dataset.container_name).scan())
     assert fault_of(info.value) == (f"cannot list azblob://{dataset.container_name}: the "
                                     "storage service is busy (ServerBusy, HTTP 503)")
-    assert len(px.listings()) == 1 + client_module.STATUS_RETRIES
+    assert len(px.listings()) == 1 + retry.STATUS_RETRIES
 
 
 # -- 4. bodies that drip: bounded in time --
@@ -301,8 +301,8 @@ def test_a_body_that_always_drips_ends_in_one_line(
                                "(a stalled or dripping body)")
     assert messages[BIG] == (f"cannot read blob {BIG!r}: the download was too slow (stalled, "
                              "or a body dripping in), and again on each retry")
-    assert len(px.requests_to(small)) == 1 + client_module.READ_RETRIES
-    assert len(px.requests_to(BIG)) == 1 + client_module.READ_RETRIES
+    assert len(px.requests_to(small)) == 1 + retry.READ_RETRIES
+    assert len(px.requests_to(BIG)) == 1 + retry.READ_RETRIES
 
 
 # -- 5. every request, direct or not: a request id and the SDK's user agent --
@@ -456,8 +456,9 @@ class Stdio:
     def __init__(self, endpoint: str, container: str, code: str | None = None,
                  env: dict[str, str] | None = None) -> None:
         argv = [str(entry_point()), "importer"] if code is None else \
-            [sys.executable, "-c", code + "\nfrom plakar_azblob.__main__ import serve\n"
-                                          "serve('importer')\n"]
+            [sys.executable, "-c", code + "\nfrom kloset_sdk import serve\n"
+                                          "from plakar_azblob.source import AzureImporter\n"
+                                          "serve('importer', AzureImporter)\n"]
         self.plugin = StdioPlugin(argv, {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                                          "HOME": os.environ.get("HOME", "/"), **(env or {})})
         self.stub = ipb_grpc.ImporterStub(self.plugin.channel)
@@ -534,9 +535,10 @@ def test_over_stdio_throttled_reads_wait_and_ask_once_more(
 # Deadlines short enough for a test (the real ones: 120 s, then 16 KiB/s), and the
 # retries quick, in the spawned importer.
 SHORT = """
-from plakar_azblob import client, direct, http_transport
+from plakar_azblob.clients import retry
+from plakar_azblob.transfer import direct, http_transport
 direct.READ_TIMEOUT, direct.MIN_BODY_RATE, http_transport.TICK = 1.0, 1 << 20, 0.1
-client.INITIAL_BACKOFF, client.MAX_BACKOFF = 0.005, 0.02
+retry.INITIAL_BACKOFF, retry.MAX_BACKOFF = 0.005, 0.02
 """
 
 
@@ -560,7 +562,7 @@ def test_over_stdio_dripping_bodies_end_in_bounded_time(
     assert len(px.requests_to(small)) == len(px.requests_to(BIG)) == 2
     # Its tries, and the same again if the read-ahead (after the Open of the blob before
     # it) gave up first: a read ahead that failed is made again at the Open.
-    tries = 1 + client_module.READ_RETRIES
+    tries = 1 + retry.READ_RETRIES
     assert len(px.requests_to(dripping)) in (tries, 2 * tries)
 
 
@@ -568,7 +570,7 @@ def test_over_stdio_fallbacks_are_logged_at_debug_level(
         azurite: Azurite, dataset: ContainerClient) -> None:
     """An SDK whose client lacks what the direct path uses: the SDK's objects read
     everything, and KLOSET_LOG=debug says so for each request."""
-    code = "import plakar_azblob.direct as d\nd._credential = lambda policy: None\n"
+    code = "import plakar_azblob.transfer.direct as d\nd._credential = lambda policy: None\n"
     with proxy(azurite) as px, stdio(px.endpoint(ACCOUNT), dataset.container_name, code,
                                      {"KLOSET_LOG": "debug"}) as imp:
         assert f"/{BIG}" in imp.records()

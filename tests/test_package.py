@@ -45,12 +45,12 @@ from fork_helpers import (
     stdout_ends,
     wait_for,
 )
+from kloset_grpc import importer_pb2_grpc as ipb_grpc
 from plakar_env import PlakarEnv, output, plakar_bin, snapshot_id
 from stdio_plugin import StdioPlugin
 from tree_compare import make_sample_tree, snapshot
 
 from kloset_sdk._proto import importer_pb2 as ipb
-from kloset_sdk._proto import importer_pb2_grpc as ipb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))

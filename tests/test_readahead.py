@@ -1,4 +1,4 @@
-"""Reading records ahead of plakar's Opens (kloset_sdk.readahead), without a network."""
+"""Reading records ahead of plakar's Opens (kloset_sdk._services.readahead), without a network."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 from kloset_sdk import Importer, Options, ReadAheadSettings, Record
-from kloset_sdk._importer_service import ImporterService
 from kloset_sdk._proto import connectors_pb2 as cpb
 from kloset_sdk._proto import importer_pb2 as ipb
-from kloset_sdk.readahead import Openers
+from kloset_sdk._services.importer import ImporterService
+from kloset_sdk._services.readahead import Openers
 
 KiB = 1024
 SETTINGS = ReadAheadSettings(max_size=64 * KiB, budget=256 * KiB, depth=8, workers=4)

@@ -4,7 +4,7 @@ plakar itself never sends such paths, so the exporter connector is driven
 directly over its stdio gRPC transport (as plakar does) with crafted
 records: each unsafe one gets an error result of its own, the stream goes
 on, and only the safe files exist afterwards, all under the prefix, with
-exactly their bytes. The rule itself (:func:`plakar_azblob.paths.unsafe_name`)
+exactly their bytes. The rule itself (:func:`plakar_azblob.mapping.paths.unsafe_name`)
 is unit-tested below, for the destination (``blob_name``) and the source
 (``invalid_name``, on blobs Azurite really holds).
 """
@@ -19,14 +19,14 @@ import pytest
 from azblob_package import entry_point
 from azure.storage.blob import BlobServiceClient
 from azurite import Azurite
+from kloset_grpc import exporter_pb2_grpc as epb_grpc
 from stdio_plugin import StdioPlugin
 
 from kloset_sdk import ConnectorError, Options, filemode
 from kloset_sdk._proto import connectors_pb2 as cpb
 from kloset_sdk._proto import exporter_pb2 as epb
-from kloset_sdk._proto import exporter_pb2_grpc as epb_grpc
-from plakar_azblob import paths
-from plakar_azblob.config import parse_config
+from plakar_azblob.clients.config import parse_config
+from plakar_azblob.mapping import paths
 from plakar_azblob.source import AzureImporter
 
 pytestmark = pytest.mark.azurite

@@ -1,4 +1,4 @@
-"""The package's JSON Schema validators agree with config.py (options, rules, precedence).
+"""The package's JSON Schema validators agree with clients/config.py (options, rules, precedence).
 
 The schemas ship in the plakar package (manifest ``validator``); plakar
 v1.1.4 only checks that they are valid JSON, so nothing else would notice a
@@ -19,7 +19,7 @@ import pytest
 from json_schema import valid
 
 from kloset_sdk import ConfigError
-from plakar_azblob import config
+from plakar_azblob.clients import config
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = ROOT / "src" / "plakar_azblob" / "schemas"
@@ -59,7 +59,7 @@ def accepted(cfg: Mapping[str, str], role: str) -> bool:
 # -- the schemas' shape --
 
 def allowed_keys(role: str) -> set[str]:
-    """The options of ``role`` in config.py; for a store, also plakar's own keys
+    """The options of ``role`` in clients/config.py; for a store, also plakar's own keys
     (passphrase...) that users put in a store's configuration and the connector
     ignores."""
     if role == "storage":

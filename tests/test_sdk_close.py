@@ -15,7 +15,7 @@ import pytest
 
 from kloset_sdk import IncomingContent, Range, Readable, Resource, Store, StoreFlag
 from kloset_sdk._proto import store_pb2 as spb
-from kloset_sdk._store_service import StoreService
+from kloset_sdk._services.storage import StoreService
 
 MAC = hashlib.sha256(b"lock").digest()
 

@@ -1,4 +1,4 @@
-"""The committed protobuf modules are exactly what proto/ generates."""
+"""The committed protobuf modules and gRPC stubs are exactly what proto/ generates."""
 
 from __future__ import annotations
 
@@ -7,17 +7,30 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMITTED = ROOT / "src" / "kloset_sdk" / "_proto"
+MESSAGES = ROOT / "src" / "kloset_sdk" / "_proto"
+STUBS = ROOT / "tests" / "kloset_grpc"
+
+
+def _files(folder: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in folder.iterdir() if p.is_file()}
 
 
 def test_regenerating_changes_nothing(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, str(ROOT / "tools" / "gen_proto.py"), str(tmp_path)],
+    subprocess.run([sys.executable, str(ROOT / "tools" / "gen_proto.py"),
+                    str(tmp_path / "messages"), str(tmp_path / "stubs")],
                    check=True, capture_output=True)
-    fresh = {p.name: p.read_text() for p in tmp_path.iterdir() if p.is_file()}
-    committed = {p.name: p.read_text() for p in COMMITTED.iterdir() if p.is_file()}
-    assert sorted(fresh) == sorted(committed)
-    stale = [name for name in fresh if fresh[name] != committed[name]]
-    assert stale == [], f"regenerate with `make proto`: {stale} differ"
+    for fresh, committed in ((_files(tmp_path / "messages"), _files(MESSAGES)),
+                             (_files(tmp_path / "stubs"), _files(STUBS))):
+        assert sorted(fresh) == sorted(committed)
+        stale = [name for name in fresh if fresh[name] != committed[name]]
+        assert stale == [], f"regenerate with `make proto`: {stale} differ"
+
+
+def test_no_grpc_stub_ships_in_the_sdk() -> None:
+    """The SDK serves gRPC without grpcio: its package holds the messages only."""
+    shipped = sorted(p.name for p in (ROOT / "src").rglob("*.py*") if p.suffix in (".py", ".pyi"))
+    assert [name for name in shipped if "_grpc" in name] == []
+    assert {"importer_pb2.py", "importer_pb2.pyi"} <= set(shipped)
 
 
 def test_method_paths_match_plakar() -> None:

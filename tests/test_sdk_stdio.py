@@ -14,16 +14,16 @@ from pathlib import Path
 
 import grpc
 import pytest
+from kloset_grpc import exporter_pb2_grpc as epb_grpc
+from kloset_grpc import importer_pb2_grpc as ipb_grpc
+from kloset_grpc import store_pb2_grpc as spb_grpc
 from stdio_plugin import StdioPlugin, pydir_plugin
 
 from kloset_sdk import filemode
 from kloset_sdk._proto import connectors_pb2 as cpb
 from kloset_sdk._proto import exporter_pb2 as epb
-from kloset_sdk._proto import exporter_pb2_grpc as epb_grpc
 from kloset_sdk._proto import importer_pb2 as ipb
-from kloset_sdk._proto import importer_pb2_grpc as ipb_grpc
 from kloset_sdk._proto import store_pb2 as spb
-from kloset_sdk._proto import store_pb2_grpc as spb_grpc
 
 MiB = 1 << 20
 

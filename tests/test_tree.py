@@ -7,10 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from kloset_sdk import Record
-from kloset_sdk.records import EPOCH
-from plakar_azblob.paths import invalid_name
-from plakar_azblob.tree import Tree
+from kloset_sdk import EPOCH, Record
+from plakar_azblob.mapping.paths import invalid_name
+from plakar_azblob.mapping.tree import Tree
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

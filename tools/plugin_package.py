@@ -63,6 +63,10 @@ DEFAULT_EPOCH = 315532800  # 1980-01-01T00:00:00Z
 # Loaded only when a connector needs it (Microsoft Entra ID), so PyInstaller
 # cannot be left to guess: bundle it explicitly.
 HIDDEN_IMPORTS = ["azure.identity"]
+# Every module of our two packages, whatever imports it: the connectors are
+# named by "module:attribute" (plakar_azblob/__main__.py) and imported only by
+# the process that serves them, and the SDK's names are imported on first use.
+COLLECT_SUBMODULES = ["kloset_sdk", "plakar_azblob"]
 # Never needed at run time; some would otherwise be pulled in by hooks or by
 # optional imports of the libraries.
 EXCLUDES = [
@@ -228,6 +232,8 @@ def pyinstaller_args(entry: Path) -> list[str]:
         args.append("--strip")  # debug symbols: most of libpython's size
     for name in HIDDEN_IMPORTS:
         args += ["--hidden-import", name]
+    for name in COLLECT_SUBMODULES:
+        args += ["--collect-submodules", name]
     for name in EXCLUDES:
         args += ["--exclude-module", name]
     return args

@@ -1,13 +1,33 @@
-"""A Python SDK for writing Plakar (Kloset) connectors.
+"""Write Plakar (Kloset) connectors in Python.
 
-A connector subclasses :class:`Importer`, :class:`Exporter` or :class:`Store`
-and calls :func:`serve` from its executable; the SDK speaks plakar's gRPC
-plugin protocol over the process's stdin/stdout.
+A connector subclasses one of the three interfaces, and its program hands
+them to :func:`main`; the SDK speaks plakar's gRPC plugin protocol on the
+process's stdin and stdout. Everything a connector needs is here, at the top
+level (``__all__``); the subpackages whose names start with ``_`` are the
+SDK's runtime, which a connector never imports.
 
-Names are imported on first use (PEP 562), so that a process importing one
-light submodule (the fork server's launcher, see :mod:`kloset_sdk.forkserver`)
-pays for nothing else; the server and its protocol code are loaded only by
-:func:`serve`.
+The interfaces:
+    :class:`Importer` (a source; :class:`ReadAheadSettings`),
+    :class:`Exporter` (a destination), :class:`Store` (a Kloset store;
+    :class:`Resource`, :class:`StoreFlag`, :class:`Mode`, :class:`Range`),
+    and :class:`Connector`, what the three have in common.
+What they exchange with plakar:
+    :class:`Record` (a file, directory, symlink, extended attribute or
+    failure; :class:`FileInfo`, :class:`XattrType`, :data:`EPOCH`),
+    :data:`Opener` and :data:`Readable` (content an importer gives),
+    :class:`Result` (plakar's answer about a record),
+    :class:`IncomingContent` (content plakar sends; :data:`CHUNK_SIZE`,
+    :func:`iter_chunks`), :class:`Options` and :class:`LocationFlag`
+    (what Init says and answers), :mod:`filemode` (Go ``fs.FileMode`` bits).
+Errors plakar shows as they are:
+    :class:`ConnectorError`, :class:`ConfigError`, :class:`NotFoundError`,
+    :class:`AlreadyExistsError`, :class:`PermissionDeniedError`.
+Starting:
+    :func:`main` (a program of connectors, started through a fork server),
+    :func:`serve` (one connector on stdio, in this process).
+
+Names are imported on first use (PEP 562): a program that imports one name
+loads only the module that defines it.
 """
 
 from __future__ import annotations
@@ -22,6 +42,7 @@ if TYPE_CHECKING:
     from . import filemode
     from .connector import Connector
     from .content import CHUNK_SIZE, IncomingContent, iter_chunks
+    from .entry import main, serve
     from .errors import (
         AlreadyExistsError,
         ConfigError,
@@ -30,38 +51,34 @@ if TYPE_CHECKING:
         PermissionDeniedError,
     )
     from .exporter import Exporter
-    from .importer import Importer
+    from .importer import Importer, ReadAheadSettings
     from .options import LocationFlag, Options
-    from .readahead import ReadAheadSettings
-    from .records import FileInfo, Opener, Readable, Record, Result, XattrType
-    from .server import serve
+    from .records import EPOCH, FileInfo, Opener, Readable, Record, Result, XattrType
     from .storage import Mode, Range, Resource, Store, StoreFlag
 
-# Public name -> the submodule defining it.
+# Public name -> the module of the face defining it.
 _HOMES = {
-    "filemode": ".filemode",
     "Connector": ".connector",
-    "CHUNK_SIZE": ".content", "IncomingContent": ".content", "iter_chunks": ".content",
-    "AlreadyExistsError": ".errors", "ConfigError": ".errors", "ConnectorError": ".errors",
-    "NotFoundError": ".errors", "PermissionDeniedError": ".errors",
+    "Importer": ".importer", "ReadAheadSettings": ".importer",
     "Exporter": ".exporter",
-    "Importer": ".importer",
-    "LocationFlag": ".options", "Options": ".options",
-    "ReadAheadSettings": ".readahead",
-    "FileInfo": ".records", "Opener": ".records", "Readable": ".records", "Record": ".records",
-    "Result": ".records", "XattrType": ".records",
-    "serve": ".server",
     "Mode": ".storage", "Range": ".storage", "Resource": ".storage", "Store": ".storage",
     "StoreFlag": ".storage",
+    "EPOCH": ".records", "FileInfo": ".records", "Opener": ".records", "Readable": ".records",
+    "Record": ".records", "Result": ".records", "XattrType": ".records",
+    "CHUNK_SIZE": ".content", "IncomingContent": ".content", "iter_chunks": ".content",
+    "LocationFlag": ".options", "Options": ".options",
+    "filemode": ".filemode",
+    "AlreadyExistsError": ".errors", "ConfigError": ".errors", "ConnectorError": ".errors",
+    "NotFoundError": ".errors", "PermissionDeniedError": ".errors",
+    "main": ".entry", "serve": ".entry",
 }
 
 __all__ = [
-    "CHUNK_SIZE", "AlreadyExistsError", "ConfigError", "Connector", "ConnectorError",
+    "CHUNK_SIZE", "EPOCH", "AlreadyExistsError", "ConfigError", "Connector", "ConnectorError",
     "Exporter", "FileInfo", "Importer", "IncomingContent", "LocationFlag", "Mode",
     "NotFoundError", "Opener", "Options", "PermissionDeniedError", "Range",
-    "ReadAheadSettings", "Readable",
-    "Record", "Resource", "Result", "Store", "StoreFlag", "XattrType", "filemode",
-    "iter_chunks", "serve",
+    "ReadAheadSettings", "Readable", "Record", "Resource", "Result", "Store", "StoreFlag",
+    "XattrType", "filemode", "iter_chunks", "main", "serve",
 ]
 
 

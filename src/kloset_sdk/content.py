@@ -127,7 +127,8 @@ def iter_chunks(content: Readable, size: int = CHUNK_SIZE) -> Iterator[bytes]:
 
 def _pieces(content: Readable, size: int) -> Iterator[bytes | memoryview]:
     """``content`` in pieces of at most ``size`` bytes, none empty: the pieces of
-    a larger chunk are views of it (not copies)."""
+    a larger chunk are views of it (not copies). The runtime frames Open and Get
+    responses from them (``_services.common.chunk_messages``)."""
     read = getattr(content, "read", None)
     try:
         if read is not None:
@@ -150,33 +151,3 @@ def _pieces(content: Readable, size: int) -> Iterator[bytes | memoryview]:
         close = getattr(content, "close", None)
         if close is not None:
             close()
-
-
-def _field_header(number: int, length: int) -> bytes:
-    """Protobuf tag of length-delimited field ``number`` and the varint ``length``."""
-    head = bytearray()
-    for value in (number << 3 | 2, length):
-        while value >= 0x80:
-            head.append(value & 0x7F | 0x80)
-            value >>= 7
-        head.append(value)
-    return bytes(head)
-
-
-_FULL_CHUNK_HEADER = _field_header(1, CHUNK_SIZE)
-
-
-def chunk_messages(content: Readable, size: int = CHUNK_SIZE) -> Iterator[bytes]:
-    """``content`` as encoded messages whose only field is ``bytes chunk = 1`` (OpenResponse,
-    GetResponse), each of at most ``size`` content bytes, none empty.
-
-    Each message is built with one copy of its bytes: building it through
-    protobuf would copy them four times (slicing a larger chunk, the message's
-    construction, its encoding and the encoding's conversion to bytes), which
-    was a sixth of the importer's CPU while reading large blobs. The services
-    register a serializer that passes these bytes through (see server.py).
-    """
-    for piece in _pieces(content, size):
-        n = len(piece)
-        head = _FULL_CHUNK_HEADER if n == CHUNK_SIZE else _field_header(1, n)
-        yield b"".join((head, piece))

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 from .connector import Connector
 from .options import Options
-from .readahead import ReadAheadSettings
 from .records import Record, Result
+
+
+@dataclass(frozen=True)
+class ReadAheadSettings:
+    """How far ahead of plakar an importer reads (:attr:`Importer.read_ahead`)."""
+
+    max_size: int = 0  # largest record read ahead, bytes (0: never read ahead)
+    budget: int = 8 << 20  # bytes held or being read ahead, all records together
+    depth: int = 32  # most records read ahead of the last one opened
+    workers: int = 8  # reads in flight
 
 
 class Importer(Connector, ABC):
@@ -21,9 +31,10 @@ class Importer(Connector, ABC):
     ``read_ahead``: with a ``max_size``, the content of file records up to
     that size may be read (their opener called, from another thread) before
     plakar opens them, while plakar is opening records one after the other
-    (see :mod:`kloset_sdk.readahead`). For sources where each read costs a
-    round trip; openers must then be safe to call from any thread, and more
-    than once.
+    (the first record plakar acknowledges without opening it stops that: an
+    incremental backup reads nothing ahead). For sources where each read
+    costs a round trip; openers must then be safe to call from any thread,
+    and more than once.
     """
 
     read_ahead: ReadAheadSettings = ReadAheadSettings()

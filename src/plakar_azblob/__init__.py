@@ -1,4 +1,12 @@
-"""Azure Blob Storage connectors for plakar, built on kloset_sdk."""
+"""Azure Blob Storage connectors for plakar, built on kloset_sdk.
+
+The three connectors first: :mod:`.source` (importer), :mod:`.storage` (a
+Kloset store in a container), :mod:`.destination` (exporter), started by
+:mod:`.__main__`. What they stand on, from the bottom up: :mod:`.clients`
+(configuration, credentials, retries, the Azure SDK's clients, errors),
+:mod:`.transfer` (listings, reads and uploads) and :mod:`.mapping` (blobs as
+plakar's records and back, a store's blob names).
+"""
 
 from __future__ import annotations
 

@@ -1,84 +1,39 @@
 """``plakar-azblob importer|exporter|storage``: serve one connector on stdio.
 
-Started through a fork server when one runs (see :mod:`kloset_sdk.forkserver`):
-this module imports nothing heavy until it has to serve in this process.
+Started by :func:`kloset_sdk.main`, through a fork server when one runs:
+nothing of the connectors is imported until one is served in this process.
 ``plakar-azblob fork-server SOCKET`` is that server (started by a connector,
 never by hand); ``plakar-azblob stop-fork-server`` stops this user's servers.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-
-from kloset_sdk import forkserver
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Callable
-    from typing import Any, NoReturn
+import kloset_sdk
 
 APP = "plakar-azblob"
-KINDS = ("importer", "exporter", "storage")
-USAGE = "usage: plakar-azblob importer|exporter|storage"
-
-
-def factory(kind: str) -> Callable[..., Any]:
-    """The connector class of ``kind``, imported now."""
-    if kind == "importer":
-        from .source import AzureImporter
-
-        return AzureImporter
-    if kind == "exporter":
-        from .destination import AzureExporter
-
-        return AzureExporter
-    from .storage import AzureStore
-
-    return AzureStore
+# Where each connector is imported from, by the process that serves it only.
+CONNECTORS = {
+    "importer": "plakar_azblob.source:AzureImporter",
+    "exporter": "plakar_azblob.destination:AzureExporter",
+    "storage": "plakar_azblob.storage:AzureStore",
+}
 
 
 def preload() -> None:
-    """What the fork server loads once for every connector it forks."""
-    import kloset_sdk.server  # noqa: F401
+    """What the fork server loads once for every connector it forks, besides the
+    connectors: what the Azure SDK loads at its first request and a client of a
+    made-up account, the content type table, the package's version."""
+    from . import _version
+    from .mapping import attributes
+    from .transfer import direct
 
-    from . import attributes, client
-
-    for kind in KINDS:
-        factory(kind)
-    client.preload()
+    direct.preload()
     attributes.default_content_type("x")  # builds the type table once
-    _ = __import__(__package__).__version__
+    _version()
 
 
-def serve(kind: str, exit: Callable[[int], NoReturn] = os._exit) -> NoReturn:
-    from kloset_sdk import server
-
-    server.serve(kind, factory(kind), exit=exit)
-
-
-def server_argv() -> list[str]:
-    """How to run this program again (the fork server re-executes it, with a clean environment)."""
-    if getattr(sys, "frozen", False):
-        return [sys.executable]
-    return [sys.executable, *forkserver.interpreter_options(), "-m",
-            __package__ or "plakar_azblob"]
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    code = forkserver.fingerprint("kloset_sdk", "plakar_azblob")
-    if len(args) == 2 and args[0] == forkserver.SERVER_ARG:
-        forkserver.run_server(args[1], fingerprint=code, preload=preload, serve=serve)
-    if args == ["stop-fork-server"]:
-        print(f"stopped {forkserver.stop_servers(APP)} fork server(s)", file=sys.stderr)
-        raise SystemExit(0)
-    if len(args) != 1 or args[0] not in KINDS:
-        print(USAGE, file=sys.stderr)
-        raise SystemExit(2)
-    kind = args[0]
-    forkserver.launch(kind, app=APP, fingerprint=code, server_argv=server_argv(),
-                      serve_here=lambda: serve(kind))
+def main() -> None:
+    kloset_sdk.main(APP, CONNECTORS, preload=preload)
 
 
 if __name__ == "__main__":

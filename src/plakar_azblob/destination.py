@@ -3,13 +3,13 @@
 The restored file ``/dir/file`` becomes blob ``PREFIX/dir/file``, written
 in blocks and committed at the end, so no partial blob is ever visible; its
 Content-Type is the default of its name (see
-:func:`plakar_azblob.attributes.default_content_type`) and its Content-MD5
+:func:`plakar_azblob.mapping.attributes.default_content_type`) and its Content-MD5
 the MD5 of its bytes. Directories and symlinks write
 nothing (blob storage has no such things). Extended attributes named as in
-:mod:`plakar_azblob.attributes` (sent by plakar builds on kloset >= 1.2,
+:mod:`plakar_azblob.mapping.attributes` (sent by plakar builds on kloset >= 1.2,
 after all the files) set the blobs' properties, metadata and tier back
 when the restore closes. A path that is unsafe as a blob name (see
-:mod:`plakar_azblob.paths`) fails alone; nothing is written for it.
+:mod:`plakar_azblob.mapping.paths`) fails alone; nothing is written for it.
 
 plakar v1.1.x never pings an exporter, and reports a file that fails with
 exit status 0. So the connector checks at Init what would make every file
@@ -42,13 +42,13 @@ from kloset_sdk import (
     Record,
 )
 
-from . import paths
-from .attributes import default_content_type
-from .blocks import upload_in_blocks
-from .client import account_url, container_client
-from .config import AzureConfig, parse_config, sas_permissions
-from .errors import TokenError, error_code, translate
-from .restore_attributes import AttributeRestorer
+from .clients.config import AzureConfig, parse_config, sas_permissions
+from .clients.errors import TokenError, error_code, translate
+from .clients.factory import account_url, container_client
+from .mapping import paths
+from .mapping.attributes import default_content_type
+from .mapping.restore_attributes import AttributeRestorer
+from .transfer.blocks import upload_in_blocks
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Each blob ``NAME`` becomes the file ``/NAME`` (size, Last-Modified, mode
 0644), folders become directories (mode 0755, dated by the newest thing
 inside them), and the blob's properties and metadata become extended
-attributes (see :mod:`plakar_azblob.attributes`). The listing is streamed
+attributes (see :mod:`plakar_azblob.mapping.attributes`). The listing is streamed
 page by page; content is downloaded only when plakar opens a file (or, for
 small blobs, just before, while plakar opens them in a row: see
 :data:`READ_AHEAD`), and only if the blob is still the version that was listed.
@@ -33,17 +33,18 @@ from kloset_sdk import (
     Record,
 )
 
-from . import attributes, paths
-from .client import READ_RETRIES, account_url, container_client, pool_size
-from .config import parse_config
-from .direct import BrokenRead, DirectReader, fallback
-from .errors import translate
-from .listing import Listed, list_blobs
-from .ranges import read_range, read_ranges, resumed
-from .tree import Tree
+from .clients.config import parse_config
+from .clients.errors import translate
+from .clients.factory import account_url, container_client, pool_size
+from .clients.retry import READ_RETRIES
+from .mapping import attributes, paths
+from .mapping.tree import Tree
+from .transfer.direct import BrokenRead, DirectReader, fallback
+from .transfer.listing import Listed, list_blobs
+from .transfer.ranges import read_range, read_ranges, resumed
 
 # Blobs whose content is read before plakar opens them, while it opens one after
-# the other (see kloset_sdk.readahead): each costs a round trip to the service,
+# the other (see ReadAheadSettings): each costs a round trip to the service,
 # which plakar would otherwise wait for, one blob at a time.
 READ_AHEAD = ReadAheadSettings(max_size=1 << 20, budget=8 << 20, depth=32, workers=8)
 

@@ -24,14 +24,15 @@ from kloset_sdk import (
     StoreFlag,
 )
 
-from . import layout, paths
-from .blocks import upload_in_blocks
-from .client import READ_RETRIES, account_url, container_client, pool_size
-from .config import parse_config, sas_permissions
-from .direct import DirectReader, fallback
-from .errors import translate
-from .listing import list_names
-from .ranges import resumed
+from .clients.config import parse_config, sas_permissions
+from .clients.errors import translate
+from .clients.factory import account_url, container_client, pool_size
+from .clients.retry import READ_RETRIES
+from .mapping import layout, paths
+from .transfer.blocks import upload_in_blocks
+from .transfer.direct import DirectReader, fallback
+from .transfer.listing import list_names
+from .transfer.ranges import resumed
 
 # Resources the ``tier`` option applies to (unless flagged HOT): the bulk data.
 TIERED = (Resource.PACKFILE, Resource.ECC_PACKFILE)
@@ -79,7 +80,7 @@ class AzureStore(Store):
 
     @property
     def direct(self) -> DirectReader | None:
-        """Reads outside the Azure SDK's pipeline (see :mod:`plakar_azblob.direct`)."""
+        """Reads outside the Azure SDK's pipeline (see :mod:`plakar_azblob.transfer.direct`)."""
         _ = self.client
         return self._direct
 

@@ -1,0 +1,143 @@
+"""The directories of a blob listing, found in one pass with bounded memory.
+
+Blob storage has no directories: they are implied by the ``/`` in blob
+names, and sometimes made explicit by a folder marker (an empty blob named
+``x/``, or on accounts with a hierarchical namespace an empty blob ``x``
+with metadata ``hdi_isfolder=true``). plakar wants one directory record
+per directory, exactly once.
+
+Blobs are listed sorted by name, so everything inside ``x/`` comes as one
+run. The tree keeps only the stack of directories holding the current blob
+and closes each one when the listing leaves it: its record then goes out,
+with the newest modification time found inside it (a folder marker's own
+time counts). Memory is the depth of the path, not the size of the listing.
+
+One catch: ``x``, ``x-1``, ``x.txt``... sort *before* ``x/`` (``-`` and
+``.`` come before ``/``), so a blob ``x`` (or a folder marker ``x``) is
+held back until the listing has passed the names that start with ``x``
+followed by such a character. Then it is known whether ``x/...`` blobs
+exist: a marker ``x`` becomes the directory ``x``, a plain blob ``x`` is
+reported as a failure since a path cannot be both a file and a directory.
+Held-back names are each a prefix of the next, so there are never more of
+them than characters in a name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from kloset_sdk import EPOCH, Record
+
+
+@dataclass
+class _Dir:
+    prefix: str  # what the names inside it start with: "" or "some/dir/"
+    mtime: datetime | None
+
+
+@dataclass
+class _Held:
+    name: str
+    mtime: datetime | None
+    records: list[Record] | None  # a file's records, or None for a folder marker
+
+
+class Tree:
+    """Feed it the listing's blobs in order; it yields the records to send."""
+
+    def __init__(self, prefix: str) -> None:
+        """``prefix``: the listed prefix ("" or "a/b"); its directory is the root."""
+        self._root = prefix + "/" if prefix else ""
+        self._dirs = [_Dir(self._root, None)]
+        self._held: list[_Held] = []
+        self._marker: _Held | None = None  # a folder marker whose directory opens next
+
+    def file(
+        self, name: str, mtime: datetime | None, records: Iterable[Record],
+    ) -> Iterator[Record]:
+        """A blob that is a file; ``records`` go out once it is known not to be a directory."""
+        yield from self._reach(name)
+        self._held.append(_Held(name, mtime, list(records)))
+
+    def folder(self, name: str, mtime: datetime | None) -> Iterator[Record]:
+        """A folder marker without a trailing ``/`` (hierarchical namespace)."""
+        yield from self._reach(name)
+        self._held.append(_Held(name, mtime, None))
+
+    def marker(self, name: str, mtime: datetime | None) -> Iterator[Record]:
+        """A folder marker ``x/`` (or the root's own marker ``prefix/``)."""
+        yield from self._reach(name)
+        self._touch(mtime)
+
+    def finish(self) -> Iterator[Record]:
+        """The records still pending once the listing is over."""
+        yield from self._settle(None)
+        mtime = None
+        while self._dirs:
+            mtime = self._dirs[-1].mtime
+            yield from self._close()
+        # The directories above the root, so that plakar has the whole path.
+        if self._root:
+            parts = self._root.split("/")[:-2]
+            for depth in range(len(parts) + 1):
+                yield Record.directory(_path("/".join(parts[:depth])), mod_time=mtime or EPOCH)
+
+    # -- moving through the listing --
+
+    def _reach(self, name: str) -> Iterator[Record]:
+        """Close what ``name`` is not in and open the directories holding it."""
+        yield from self._settle(name)
+        yield from self._leave(name)
+        parts = name[len(self._dirs[-1].prefix):].split("/")[:-1]
+        for part in parts:
+            prefix = self._dirs[-1].prefix + part + "/"
+            mtime = None
+            if self._marker is not None and self._marker.name + "/" == prefix:
+                mtime, self._marker = self._marker.mtime, None
+            self._dirs.append(_Dir(prefix, mtime))
+
+    def _settle(self, name: str | None) -> Iterator[Record]:
+        """Send the held-back names that ``name`` (None: the end) comes after."""
+        while self._held:
+            held = self._held[-1]
+            after = name is not None and name.startswith(held.name) and len(name) > len(held.name)
+            if after and name is not None and name[len(held.name)] < "/":
+                return  # still between "x" and "x/"
+            self._held.pop()
+            yield from self._leave(held.name)
+            is_dir = after and name is not None and name[len(held.name)] == "/"
+            if held.records is None:
+                if is_dir:
+                    self._marker = held
+                else:
+                    self._touch(held.mtime)
+                    yield Record.directory(_path(held.name), mod_time=held.mtime or EPOCH)
+            elif is_dir:
+                yield Record.failure(_path(held.name), (
+                    f"blob {held.name!r} is not backed up: other blobs are named "
+                    f"{held.name + '/...'!r}, and a path cannot be both a file and a directory"))
+            else:
+                self._touch(held.mtime)
+                yield from held.records
+
+    def _leave(self, name: str) -> Iterator[Record]:
+        """Close the open directories that do not hold ``name``."""
+        while len(self._dirs) > 1 and not name.startswith(self._dirs[-1].prefix):
+            yield from self._close()
+
+    def _close(self) -> Iterator[Record]:
+        done = self._dirs.pop()
+        if self._dirs:
+            self._touch(done.mtime)
+        yield Record.directory(_path(done.prefix.rstrip("/")), mod_time=done.mtime or EPOCH)
+
+    def _touch(self, mtime: datetime | None) -> None:
+        top = self._dirs[-1]
+        if mtime is not None and (top.mtime is None or mtime > top.mtime):
+            top.mtime = mtime
+
+
+def _path(name: str) -> str:
+    return "/" + name

@@ -1,0 +1,170 @@
+"""List a container's blobs, page by page, parsing the service's XML directly.
+
+The Azure SDK turns each listed blob into its generated model and then into
+a ``BlobProperties`` (about 0.26 ms of CPU per blob): with two importers
+per backup (plakar's second one counts), listing was most of an
+incremental backup's CPU. Here a page is fetched by the direct reader and
+its XML read with ElementTree into :class:`Listed`, the few fields the
+connectors use (about 0.04 ms per blob). A page is taken only if it is one
+(root element ``EnumerationResults``): anything else a 200 may carry (a
+gateway's HTML page, garbage, truncated XML) fails the listing with one line
+naming the status and content type, where it would otherwise read as an
+empty last page. Only when the direct path cannot be built at all does the
+SDK list (counted, see :func:`.direct.fallback`).
+"""
+
+from __future__ import annotations
+
+import enum
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from urllib.parse import unquote
+
+from azure.storage.blob import BlobProperties, ContainerClient
+
+from ..clients.errors import UnexpectedAnswer
+from .direct import DirectReader, Page, fallback
+
+_MONTHS = {m: i for i, m in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A listed blob: what the connectors use of its properties."""
+
+    name: str
+    size: int
+    last_modified: datetime
+    etag: str
+    content_type: str = ""
+    content_encoding: str = ""
+    content_language: str = ""
+    content_disposition: str = ""
+    cache_control: str = ""
+    access_tier: str = ""
+    tier_inferred: bool = False  # the tier is the account's default, not set on the blob
+    blob_type: str = "BlockBlob"
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_sdk(cls, blob: BlobProperties) -> Listed:
+        s = blob.content_settings
+        return cls(
+            name=blob.name, size=int(blob.size or 0), last_modified=blob.last_modified,
+            etag=str(blob.etag), content_type=s.content_type or "",
+            content_encoding=s.content_encoding or "",
+            content_language=s.content_language or "",
+            content_disposition=s.content_disposition or "", cache_control=s.cache_control or "",
+            access_tier=_text(blob.blob_tier), tier_inferred=bool(blob.blob_tier_inferred),
+            blob_type=_text(blob.blob_type) or "BlockBlob", metadata=dict(blob.metadata or {}))
+
+
+def list_blobs(container: ContainerClient, direct: DirectReader | None,
+               prefix: str | None, page_size: int | None = None) -> Iterator[Listed]:
+    """Every blob whose name starts with ``prefix``, in name order, with its metadata.
+
+    Errors are the SDK's (``AzureError``), :class:`UnexpectedAnswer` for a page that
+    is not one."""
+    if direct is None:
+        fallback("listing")
+        for blob in container.list_blobs(name_starts_with=prefix or None, include=["metadata"],
+                                         results_per_page=page_size):
+            yield Listed.from_sdk(blob)
+        return
+    marker: str | None = None
+    while True:
+        blobs, marker = parse_page(direct.list_page(prefix, marker, page_size))
+        yield from blobs
+        if not marker:
+            return
+
+
+def list_names(container: ContainerClient, direct: DirectReader | None, prefix: str | None,
+               page_size: int | None = None) -> Iterator[str]:
+    """The names of the blobs that start with ``prefix``, in order (see :func:`list_blobs`)."""
+    if direct is None:
+        fallback("listing")
+        yield from container.list_blob_names(name_starts_with=prefix or None,
+                                             results_per_page=page_size)
+        return
+    marker: str | None = None
+    while True:
+        root = page_root(direct.list_page(prefix, marker, page_size, metadata=False))
+        for name_el in root.iterfind("Blobs/Blob/Name"):
+            yield _name(name_el)
+        marker = root.findtext("NextMarker") or None
+        if not marker:
+            return
+
+
+def page_root(page: Page) -> ET.Element:
+    """The XML root of a List Blobs answer, if it is one (``EnumerationResults``);
+    :class:`UnexpectedAnswer` naming the status and content type if not."""
+    try:
+        root = ET.fromstring(page.body)
+    except ET.ParseError as exc:
+        why = f"malformed or truncated XML: {exc}" if page.body.strip() else "an empty body"
+    else:
+        if root.tag == "EnumerationResults":
+            return root
+        why = f"XML whose root is <{root.tag[:40]}>"
+    raise UnexpectedAnswer(message=f"the service's answer is not a blob listing: "
+                                   f"HTTP {page.status}, Content-Type "
+                                   f"{page.content_type or 'none'}, {why}")
+
+
+def _name(element: ET.Element) -> str:
+    """A blob's name from its ``<Name>`` (percent-encoded when ``Encoded="true"``)."""
+    name = element.text or ""
+    return unquote(name) if element.get("Encoded", "").lower() == "true" else name
+
+
+def parse_page(page: Page) -> tuple[list[Listed], str | None]:
+    """The blobs of one List Blobs answer, and the marker of the next page (None: last)."""
+    root = page_root(page)
+    found = []
+    for blob in root.iterfind("Blobs/Blob"):
+        name_el = blob.find("Name")
+        name = _name(name_el) if name_el is not None else ""
+        props_el = blob.find("Properties")
+        props = {c.tag: c.text or "" for c in props_el} if props_el is not None else {}
+        meta_el = blob.find("Metadata")
+        metadata = {c.tag: c.text or "" for c in meta_el} if meta_el is not None else {}
+        found.append(Listed(
+            name=name, size=int(props.get("Content-Length") or 0),
+            last_modified=http_date(props.get("Last-Modified", "")),
+            etag=props.get("Etag", ""), content_type=props.get("Content-Type", ""),
+            content_encoding=props.get("Content-Encoding", ""),
+            content_language=props.get("Content-Language", ""),
+            content_disposition=props.get("Content-Disposition", ""),
+            cache_control=props.get("Cache-Control", ""),
+            access_tier=props.get("AccessTier", ""),
+            tier_inferred=props.get("AccessTierInferred", "").lower() == "true",
+            blob_type=props.get("BlobType") or "BlockBlob", metadata=metadata))
+    marker = root.findtext("NextMarker") or None
+    return found, marker
+
+
+def http_date(text: str) -> datetime:
+    """``Wed, 02 Dec 2026 04:28:49 GMT`` as an aware UTC datetime."""
+    try:
+        _, day, month, year, hms, zone = text.split()
+        if zone not in ("GMT", "UTC"):
+            raise ValueError(zone)
+        hour, minute, second = hms.split(":")
+        return datetime(int(year), _MONTHS[month], int(day), int(hour), int(minute),
+                        int(second), tzinfo=timezone.utc)
+    except (ValueError, KeyError):
+        return parsedate_to_datetime(text).astimezone(timezone.utc)
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    return str(value)
