@@ -645,12 +645,22 @@ class ServerState:
             # gRPC: a server that is done tells the client to stop sending.
             self._reset_by_us(stream, NO_ERROR)
 
-    def consumed(self, stream: Stream, n: int) -> None:
-        """``n`` bytes of ``stream``'s data were taken by its consumer."""
+    def consumed(self, stream: Stream, n: int, credited: int = 0) -> None:
+        """``n`` bytes of ``stream``'s data were taken by its consumer, of which
+        ``credited`` were given back to the stream's window already (:meth:`credit`)."""
         stream.buffered -= n
         if stream.closed:
             return  # already deducted from the connection's count
         self.buffered -= n
+        self.credit(stream, n - credited)
+
+    def credit(self, stream: Stream, n: int) -> None:
+        """Give ``n`` bytes back to ``stream``'s window before its consumer takes
+        them: a message larger than the stream window can only arrive so. They stay
+        counted as buffered for the connection, whose window (given back only while
+        at most ``MAX_BUFFERED`` bytes wait) still bounds what all streams hold."""
+        if stream.closed:
+            return
         stream.unacknowledged += n
         if stream.unacknowledged >= _STREAM_GIVE_BACK and not stream.remote_closed:
             self.output.append(_window_update(stream.id, stream.unacknowledged))

@@ -318,11 +318,22 @@ class Connection:
 
     # -- receiving: giving windows back --
 
-    def consumed(self, stream: Stream, n: int) -> None:
-        """``n`` bytes of ``stream``'s data were taken by its consumer."""
+    def consumed(self, stream: Stream, n: int, credited: int = 0) -> None:
+        """``n`` bytes of ``stream``'s data were taken by its consumer, ``credited``
+        of them given back to its window already by :meth:`credit`."""
         with self._lock:
             state = self._state
-            state.consumed(stream, n)
+            state.consumed(stream, n, credited)
+            if state.output:
+                self._queue_locked(state.output)
+                state.output = []
+
+    def credit(self, stream: Stream, n: int) -> None:
+        """Give ``n`` bytes of ``stream``'s data, still held by its consumer, back to
+        the stream's window (a message larger than the window arrives so)."""
+        with self._lock:
+            state = self._state
+            state.credit(stream, n)
             if state.output:
                 self._queue_locked(state.output)
                 state.output = []

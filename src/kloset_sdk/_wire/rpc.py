@@ -46,6 +46,13 @@ log = logging.getLogger("kloset_sdk")
 
 # plakar never sends messages over 4 MiB; allow some headroom.
 MAX_MESSAGE = 16 << 20
+# A message is given back to the stream's window when its handler takes it; one
+# at least this large is credited as it arrives instead, or a message larger than
+# the stream window (h2state.STREAM_WINDOW, 4 MiB) could never complete. Smaller
+# ones (all of plakar's) keep the one give-back per message.
+CREDIT_AHEAD = 2 << 20
+# ... in steps of at least this much.
+_CREDIT_STEP = 256 << 10
 MAX_WORKERS = 256
 _RESPONSE_HEADERS = header_block([(":status", "200"), ("content-type", "application/grpc")])
 _NOT_GRPC_BODY = b"a gRPC server: requests are POST with content-type application/grpc\n"
@@ -132,6 +139,8 @@ class Call:
         self._have = 0
         self._need = -1  # length of the message being received; -1: its prefix first
         self._messages: deque[Any] = deque()  # raw messages; _END at the end
+        self._credits: deque[int] = deque()  # of each message, bytes given back already
+        self._credited = 0  # of the message being received, bytes given back already
         self._callbacks: list[Callable[[], None]] = []
         self._cancelled = False
         self._done = False
@@ -162,12 +171,23 @@ class Call:
                                     f"message of {self._need} bytes is too large")
                     return
             if self._have < self._need:
+                if CREDIT_AHEAD <= self._need <= MAX_MESSAGE:
+                    self._credit_partial()
                 return
             message = self._take(self._need)
             self._need = -1
+            credited, self._credited = self._credited, 0
             with self._lock:
                 self._messages.append(message)
+                self._credits.append(credited)
                 self._lock.notify_all()
+
+    def _credit_partial(self) -> None:
+        """Give back to the stream's window what arrived of a large message."""
+        held = self._have + 5 - self._credited  # the prefix is taken already
+        if held >= _CREDIT_STEP:
+            self._credited += held
+            self._conn.credit(self._stream, held)
 
     def end(self) -> None:
         with self._lock:
@@ -226,11 +246,12 @@ class Call:
                     raise Cancelled
                 self._lock.wait()
             message = self._messages.popleft()
+            credited = self._credits.popleft() if message is not self._END else 0
         if message is self._END:
             with self._lock:
                 self._messages.appendleft(self._END)
             return self._END
-        self._conn.consumed(self._stream, len(message) + 5)
+        self._conn.consumed(self._stream, len(message) + 5, credited)
         return message
 
     def requests(self) -> Iterator[Any]:
