@@ -42,8 +42,13 @@ class SplicePlugin(StdioPlugin):
         assert self.proc.stdin is not None and self.proc.stdout is not None
         stdin_fd, stdout_fd = self.proc.stdin.fileno(), self.proc.stdout.fileno()
         sock = conn.fileno()
-        threading.Thread(target=_pump_in, args=(sock, stdin_fd), daemon=True).start()
-        threading.Thread(target=_pump_out, args=(stdout_fd, sock), daemon=True).start()
+        # Each pump owns duplicates and closes them when it ends (as the tests'
+        # relay does): the originals are closed by close() while a pump may still
+        # run, and a number closed there can be reused by any file opened next.
+        threading.Thread(target=_pump_in, args=(os.dup(sock), os.dup(stdin_fd)),
+                         daemon=True).start()
+        threading.Thread(target=_pump_out, args=(os.dup(stdout_fd), os.dup(sock)),
+                         daemon=True).start()
 
 
 def _pump_in(sock: int, pipe: int) -> None:
@@ -64,6 +69,9 @@ def _pump_in(sock: int, pipe: int) -> None:
                 writable.poll()
     except OSError:
         pass
+    finally:
+        os.close(sock)
+        os.close(pipe)
 
 
 def _pump_out(pipe: int, sock: int) -> None:
@@ -72,6 +80,9 @@ def _pump_out(pipe: int, sock: int) -> None:
             pass
     except OSError:
         pass
+    finally:
+        os.close(pipe)
+        os.close(sock)
 
 
 class SocketServer:
