@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="runs per connector (default 5)")
     parser.add_argument("--first", type=int, default=3,
-                        help="first runs (extraction included) per connector (default 3)")
+                        help="first runs (extraction included) per connector (default 3; "
+                        "at least 1: the later runs reuse the last first run's install)")
     parser.add_argument("--exe", type=Path, default=PACKAGED,
                         help="the packaged build's launcher (default: "
                              "dist/plugin/plakar-azblob), or any executable")
@@ -184,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--goal", type=float, default=0.3,
                         help="mark medians above this many seconds (default 0.3)")
     args = parser.parse_args(argv)
+    if args.first < 1:
+        parser.error("--first must be at least 1 (the later runs reuse its install)")
 
     launcher = args.exe.with_name(ARCHIVE.name).exists()
     targets = [("packaged", args.exe)]
