@@ -4,7 +4,11 @@ test_conventions.py)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
 import logging
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -12,7 +16,7 @@ import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from azurite import Azurite
 
-from kloset_sdk import Options, Record, filemode
+from kloset_sdk import IncomingContent, Options, Record, filemode, from_ns
 from plakar_azblob.mapping.posix_fields import etag_ino
 from plakar_azblob.source import AzureImporter
 
@@ -167,3 +171,116 @@ def test_malformed_values_are_one_debug_line_each_never_a_failure(
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 3 and all("blob 'bad'" in line for line in lines), lines
 
+
+# -- the destination --
+
+def feeding(data: bytes) -> IncomingContent:
+    incoming = IncomingContent()
+
+    def feed() -> None:
+        incoming.feed(data)
+        incoming.finish()
+
+    threading.Thread(target=feed, daemon=True).start()
+    return incoming
+
+
+def restore(azurite: Azurite, container: ContainerClient, records: list[tuple[Record, bytes]],
+            **options: str) -> dict[str, tuple[dict[str, str], bytes, str | None]]:
+    """Export ``records`` (with their content) into ``container``: each blob's
+    (metadata, bytes, Content-MD5 as base64)."""
+    from plakar_azblob.destination import AzureExporter
+
+    exporter = AzureExporter("azblob", {"location": f"azblob://{container.container_name}",
+                                        "connection_string": azurite.connection_string,
+                                        **options}, Options())
+    for record, data in records:
+        exporter.export(record, feeding(data) if record.has_reader else None)
+    exporter.close()
+    found = {}
+    for blob in container.list_blobs(include=["metadata"]):
+        md5 = blob.content_settings.content_md5
+        found[blob.name] = (dict(blob.metadata), container.download_blob(blob.name).readall(),
+                            base64.b64encode(md5).decode() if md5 else None)
+    return found
+
+
+def file_record(path: str, data: bytes, names: tuple[str, ...] = (), mode: int = 0o640,
+                uid: int = 7, gid: int = 8) -> tuple[Record, bytes]:
+    when, nanos = from_ns(T)
+    record = Record.file(path, size=len(data), mod_time=when, mod_time_nanos=nanos,
+                         opener=lambda: io.BytesIO(data), mode=mode, xattrs=names, uid=uid,
+                         gid=gid)
+    return record, data
+
+
+def link_record(path: str, target: str, names: tuple[str, ...] = ()) -> tuple[Record, bytes]:
+    when, nanos = from_ns(T)
+    return Record.symlink(path, target, mod_time=when, mod_time_nanos=nanos, xattrs=names,
+                          uid=3, gid=4), b""
+
+
+def md5(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
+def test_default_style_is_the_one_each_file_came_with(
+    azurite: Azurite, container: ContainerClient,
+) -> None:
+    """plakar v1.1.x sends each record the names of its attributes, not their values."""
+    got = restore(azurite, container, [
+        file_record("/plain.txt", b"plain", ("azure.meta.owner",)),
+        file_record("/local.txt", b"from a file system"),
+        file_record("/rclone.txt", b"r", ("azure.meta.mtime",)),
+        file_record("/rclone-m.txt", b"m", ("azure.meta.mtime", "azure.meta.mode",
+                                            "azure.meta.uid", "azure.meta.gid")),
+        file_record("/azcopy.txt", b"a", ("azure.meta.modtime", "azure.meta.permissions",
+                                          "azure.meta.posix_owner", "azure.meta.posix_group")),
+        file_record("/amlfs.txt", b"l", ("azure.meta.modtime", "azure.meta.permissions",
+                                         "azure.meta.owner", "azure.meta.group")),
+        link_record("/azcopy-link", "azcopy.txt", ("azure.meta.modtime",
+                                                   "azure.meta.is_symlink")),
+        link_record("/local-link", "plain.txt"),
+    ])
+    assert {name: meta for name, (meta, _data, _md5) in got.items()} == {
+        "plain.txt": {},
+        "local.txt": {},
+        "rclone.txt": {"mtime": RCLONE_T},
+        "rclone-m.txt": {"mtime": RCLONE_T, "mode": "100640", "uid": "7", "gid": "8"},
+        "azcopy.txt": {"modtime": str(T), "permissions": str(0o100640), "posix_owner": "7",
+                       "posix_group": "8"},
+        "amlfs.txt": {"modtime": "2020-03-01 12:34:56 +0000", "permissions": "0640",
+                      "owner": "7", "group": "8"},
+        "azcopy-link": {"modtime": str(T), "is_symlink": "true"},
+    }
+    assert got["azcopy-link"][1] == b"azcopy.txt"
+    assert all(digest == md5(data) for _meta, data, digest in got.values())
+
+
+@pytest.mark.parametrize("style", ["rclone", "azcopy", "none", "auto"])
+def test_chosen_style_for_every_file(azurite: Azurite, container: ContainerClient,
+                                     style: str) -> None:
+    got = restore(azurite, container, [
+        file_record("/a.txt", b"a"),
+        file_record("/b.txt", b"b", ("azure.meta.mtime",)),
+        link_record("/l", "a.txt"),
+    ], metadata_style=style)
+    metas = {name: meta for name, (meta, _data, _md5) in got.items()}
+    if style == "rclone":
+        full = {"mtime": RCLONE_T, "mode": "100640", "uid": "7", "gid": "8"}
+        assert metas == {"a.txt": full, "b.txt": full,
+                         "l.rclonelink": {"mtime": RCLONE_T, "mode": "120777", "uid": "3",
+                                          "gid": "4"}}
+        assert got["l.rclonelink"][1] == b"a.txt"
+    elif style == "azcopy":
+        full = {"modtime": str(T), "permissions": str(0o100640), "posix_owner": "7",
+                "posix_group": "8"}
+        assert metas == {"a.txt": full, "b.txt": full,
+                         "l": {"modtime": str(T), "permissions": str(0o120777),
+                               "posix_owner": "3", "posix_group": "4", "is_symlink": "true"}}
+        assert got["l"][1] == b"a.txt"
+    elif style == "none":
+        assert metas == {"a.txt": {}, "b.txt": {}}
+    else:
+        assert metas == {"a.txt": {}, "b.txt": {"mtime": RCLONE_T}}
+    assert all(digest == md5(data) for _meta, data, digest in got.values())
