@@ -28,16 +28,23 @@ AZURITE       := $(TOOLS)/azurite/node_modules/.bin/azurite-blob
 H2SPEC_VERSION := $(shell sed -n 's|.*github.com/summerwind/h2spec \(v[0-9.]*\).*|\1|p' tools/h2spec/go.mod)
 H2SPEC        := $(TOOLS)/h2spec-$(H2SPEC_VERSION)/h2spec
 
+# rclone, which the tests run as users do to fill containers and to check
+# restores (tests/rclone_tool.py): built from the Go module proxy at this
+# version, its dependencies pinned by its own go.mod.
+RCLONE_VERSION := v1.76.0
+RCLONE        := $(TOOLS)/rclone-$(RCLONE_VERSION)/rclone
+
 export PLAKAR_BIN := $(abspath $(PLAKAR))
 export AZURITE_BIN := $(abspath $(AZURITE))
 export H2SPEC_BIN := $(abspath $(H2SPEC))
+export RCLONE_BIN := $(abspath $(RCLONE))
 
 # The plugin's own build environment: runtime libraries + PyInstaller (the
 # `package` extra), not the development set; `make build`/`package` use it too.
 BUILD_VENV    := build/venv
 BUILD_PY      := $(BUILD_VENV)/bin/python
 
-.PHONY: all venv build-venv plakar azurite go-azblob h2spec tools proto test fuzz lint bench build package demo clean
+.PHONY: all venv build-venv plakar azurite go-azblob h2spec rclone tools proto test fuzz lint bench build package demo clean
 
 # Default target (plakar pkg build): dist/plugin/plakar-azblob (launcher) and
 # dist/plugin/runtime.tar (the self-contained runtime), then nothing else is
@@ -84,7 +91,17 @@ $(H2SPEC): tools/h2spec/go.mod tools/h2spec/go.sum
 	cd tools/h2spec && go build -buildvcs=false -o $(abspath $@).tmp$$$$ \
 	    github.com/summerwind/h2spec/cmd/h2spec && mv $(abspath $@).tmp$$$$ $(abspath $@)
 
-tools: venv plakar azurite go-azblob h2spec
+# Once per machine (minutes the first time, seconds with Go's caches warm): go install
+# into a temporary folder beside it, then moved into place, so that a build
+# interrupted or run twice at once never leaves a partial binary.
+rclone: $(RCLONE)
+$(RCLONE):
+	mkdir -p $(dir $@)
+	tmp=$$(mktemp -d $(abspath $(dir $@)).build-XXXXXX) && \
+	    { GOBIN=$$tmp go install github.com/rclone/rclone@$(RCLONE_VERSION) && \
+	      mv $$tmp/rclone $(abspath $@); status=$$?; rm -rf $$tmp; exit $$status; }
+
+tools: venv plakar azurite go-azblob h2spec rclone
 
 proto: venv
 	$(PY) tools/gen_proto.py

@@ -169,6 +169,10 @@ def test_files_are_exactly_the_blobs(dataset: Dataset, records: list[Record]) ->
         assert record.file_info.size == props.size
         assert record.file_info.mod_time == props.last_modified
         assert record.file_info.mode == 0o644
+        # Blobs with no convention in their metadata (see test_convention_records):
+        # no other field than a file system's defaults.
+        assert (record.file_info.mod_time_nanos, record.file_info.ino, record.file_info.uid,
+                record.file_info.gid, record.file_info.nlink) == (0, 0, 0, 0, 1)
         assert record.file_info.name == name.rsplit("/", 1)[-1]
         assert record.has_reader and record.opener is not None
     assert files["/" + LONG_NAME].file_info is not None

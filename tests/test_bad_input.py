@@ -250,6 +250,13 @@ CASES = [
     case("dst-storage-only-option", "destination", "azblob://{c}", KEYED + " tier=hot",
          'option "tier" is only for the azblob storage connector, not the destination '
          "connector", "{fake_key}", via="-o"),
+    case("dst-bad-metadata-style", "destination", "azblob://{c}", KEYED + " metadata_style=s3",
+         'invalid value for metadata_style: "s3" (expected auto, rclone, azcopy or none)',
+         "{fake_key}", via="-o"),
+    case("src-destination-only-option", "source", "azblob://{c}",
+         KEYED + " metadata_style=rclone",
+         'option "metadata_style" is only for the azblob destination connector, not the '
+         "source connector", "{fake_key}"),
     case("dst-container-with-dot", "destination", "azblob://my.container", KEYED,
          'invalid container name "my.container": use lowercase letters, digits and hyphens '
          "only", "{fake_key}"),

@@ -64,6 +64,8 @@ def allowed_keys(role: str) -> set[str]:
     ignores."""
     if role == "storage":
         return set(config.STORAGE_KEYS | config.PLAKAR_KEYS)
+    if role == "exporter":
+        return set(config.EXPORTER_KEYS)
     return set(config.COMMON_KEYS)
 
 
@@ -102,7 +104,8 @@ def test_every_value_is_a_string(role: str) -> None:
 
 def test_common_options_are_described_the_same_for_all_connectors() -> None:
     importer, exporter, storage = (schema(r) for r in ROLES)
-    assert importer["properties"] == exporter["properties"]
+    assert {k: v for k, v in exporter["properties"].items() if k != "metadata_style"} == \
+        importer["properties"]
     own = {"tier", *config.PLAKAR_KEYS}
     assert {k: v for k, v in storage["properties"].items() if k not in own} == \
         importer["properties"]
@@ -220,15 +223,22 @@ def test_location(role: str, location: str, ok: bool) -> None:
     assert not valid(schema(role), {"connection_string": CS})
 
 
-@pytest.mark.parametrize(("tier", "ok"), [("hot", True), ("cool", True), ("Cold", True),
-                                          ("archive", False), ("", False)])
-def test_tier_is_a_storage_option(tier: str, ok: bool) -> None:
-    cfg = {"location": LOC, "connection_string": CS, "tier": tier}
-    if tier:
-        assert accepted(cfg, "storage") is ok
-    assert valid(schema("storage"), cfg) is ok
-    assert not accepted(cfg, "importer") and not valid(schema("importer"), cfg)
-    assert not accepted(cfg, "exporter") and not valid(schema("exporter"), cfg)
+ROLE_OPTIONS = [("storage", "tier", value, ok) for value, ok in (
+    ("hot", True), ("cool", True), ("Cold", True), ("archive", False), ("", False))] + [
+    ("exporter", "metadata_style", value, ok) for value, ok in (
+        ("auto", True), ("rclone", True), ("AzCopy", True), ("none", True), ("s3", False),
+        ("", False))]
+
+
+@pytest.mark.parametrize(("role", "key", "value", "ok"), ROLE_OPTIONS)
+def test_options_of_one_connector(role: str, key: str, value: str, ok: bool) -> None:
+    """tier is the storage's own option, metadata_style the destination's."""
+    cfg = {"location": LOC, "connection_string": CS, key: value}
+    if value:
+        assert accepted(cfg, role) is ok
+    assert valid(schema(role), cfg) is ok
+    for other in set(ROLES) - {role}:
+        assert not accepted(cfg, other) and not valid(schema(other), cfg)
 
 
 def test_a_store_may_hold_plakar_s_passphrase() -> None:

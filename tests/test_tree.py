@@ -9,7 +9,7 @@ import pytest
 
 from kloset_sdk import EPOCH, Record
 from plakar_azblob.mapping.paths import invalid_name
-from plakar_azblob.mapping.tree import Tree
+from plakar_azblob.mapping.tree import Own, Tree
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -93,6 +93,30 @@ def test_empty_folder_marker() -> None:
 def test_both_kinds_of_marker_for_one_folder() -> None:
     out = run([("x", "folder", 1), ("x/", "marker", 2), ("x/y", "file", 3)])
     assert dirs(out) == {"/": at(3), "/x": at(3)}
+
+
+def infos(records: list[Record]) -> dict[str, tuple[datetime, int, int, int, int]]:
+    """Directory path -> (time, nanoseconds, permissions, uid, gid)."""
+    return {r.pathname: (r.file_info.mod_time, r.file_info.mod_time_nanos,
+                         r.file_info.mode & 0o777, r.file_info.uid, r.file_info.gid)
+            for r in records if r.file_info is not None and r.file_info.is_dir}
+
+
+def test_a_folder_s_own_attributes_are_kept() -> None:
+    """azcopy's folder blobs: their own time (not the newest inside), mode, owner."""
+    own = Own(mtime=at(1), nanos=7, mode=0o700, uid=77, gid=88)
+    tree = Tree("")
+    out = list(tree.folder("d", at(50), own))
+    out += tree.file("d/f", at(9), [Record.file("/d/f", size=1, mod_time=at(9), opener=None)])
+    out += tree.folder("e", at(50), Own(mtime=at(2), mode=0o750))  # empty
+    out += tree.marker("m/", at(50), Own(mode=0o711))  # no time of its own
+    out += tree.file("m/g", at(3), [Record.file("/m/g", size=1, mod_time=at(3), opener=None)])
+    out += tree.finish()
+    found = infos(out)
+    assert found["/d"] == (at(1), 7, 0o700, 77, 88)
+    assert found["/e"] == (at(2), 0, 0o750, 0, 0)
+    assert found["/m"] == (at(50), 0, 0o711, 0, 0)  # the marker's Last-Modified, newest
+    assert found["/"] == (at(50), 0, 0o755, 0, 0)  # the newest of its own entries
 
 
 def test_chain_of_held_back_names() -> None:

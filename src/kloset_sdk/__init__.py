@@ -13,7 +13,8 @@ The interfaces:
     and :class:`Connector`, what the three have in common.
 What they exchange with plakar:
     :class:`Record` (a file, directory, symlink, extended attribute or
-    failure; :class:`FileInfo`, :class:`XattrType`, :data:`EPOCH`),
+    failure; :class:`FileInfo`, :class:`XattrType`, :data:`EPOCH`,
+    :func:`from_ns`),
     :data:`Opener` and :data:`Readable` (content an importer gives),
     :class:`Result` (plakar's answer about a record),
     :class:`IncomingContent` (content plakar sends; :data:`CHUNK_SIZE`,
@@ -53,7 +54,16 @@ if TYPE_CHECKING:
     from .exporter import Exporter
     from .importer import Importer, ReadAheadSettings
     from .options import LocationFlag, Options
-    from .records import EPOCH, FileInfo, Opener, Readable, Record, Result, XattrType
+    from .records import (
+        EPOCH,
+        FileInfo,
+        Opener,
+        Readable,
+        Record,
+        Result,
+        XattrType,
+        from_ns,
+    )
     from .storage import Mode, Range, Resource, Store, StoreFlag
 
 # Public name -> the module of the face defining it.
@@ -64,7 +74,7 @@ _HOMES = {
     "Mode": ".storage", "Range": ".storage", "Resource": ".storage", "Store": ".storage",
     "StoreFlag": ".storage",
     "EPOCH": ".records", "FileInfo": ".records", "Opener": ".records", "Readable": ".records",
-    "Record": ".records", "Result": ".records", "XattrType": ".records",
+    "Record": ".records", "Result": ".records", "XattrType": ".records", "from_ns": ".records",
     "CHUNK_SIZE": ".content", "IncomingContent": ".content", "iter_chunks": ".content",
     "LocationFlag": ".options", "Options": ".options",
     "filemode": ".filemode",
@@ -78,7 +88,7 @@ __all__ = [
     "Exporter", "FileInfo", "Importer", "IncomingContent", "LocationFlag", "Mode",
     "NotFoundError", "Opener", "Options", "PermissionDeniedError", "Range",
     "ReadAheadSettings", "Readable", "Record", "Resource", "Result", "Store", "StoreFlag",
-    "XattrType", "filemode", "iter_chunks", "main", "serve",
+    "XattrType", "filemode", "from_ns", "iter_chunks", "main", "serve",
 ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import BinaryIO, Protocol, TypeAlias
 
 from . import filemode
@@ -21,6 +21,14 @@ Readable: TypeAlias = SupportsRead | BinaryIO | Iterable[bytes]
 Opener: TypeAlias = Callable[[], Readable]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def from_ns(stamp_ns: int) -> tuple[datetime, int]:
+    """A time in nanoseconds since the epoch as a :class:`FileInfo` holds it:
+    ``(mod_time, mod_time_nanos)``."""
+    micros, nanos = divmod(stamp_ns, 1000)
+    return EPOCH + micros * _MICROSECOND, nanos
 
 
 class XattrType(enum.IntEnum):
@@ -57,6 +65,17 @@ class FileInfo:
     username: str = ""
     groupname: str = ""
     flags: int = 0
+    # plakar keeps times to the nanosecond, a datetime to the microsecond: the
+    # nanoseconds past mod_time's microsecond, 0-999 (see from_ns).
+    mod_time_nanos: int = 0
+
+    @property
+    def mod_time_ns(self) -> int:
+        """The modification time in nanoseconds since the epoch."""
+        when = self.mod_time
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return (when - EPOCH) // _MICROSECOND * 1000 + self.mod_time_nanos
 
     @property
     def is_dir(self) -> bool:
@@ -125,11 +144,11 @@ class Record:
     @classmethod
     def symlink(
         cls, pathname: str, target: str, *, mod_time: datetime = EPOCH, mode: int = 0o777,
-        **info: int | str,
+        xattrs: Iterable[str] = (), **info: int | str,
     ) -> Record:
         fi = FileInfo(_basename(pathname), len(target), filemode.SYMLINK | filemode.perm(mode),
                       mod_time, **info)  # type: ignore[arg-type]
-        return cls(pathname, fi, target=target)
+        return cls(pathname, fi, target=target, extended_attributes=tuple(xattrs))
 
     @classmethod
     def xattr(

@@ -4,8 +4,13 @@ The restored file ``/dir/file`` becomes blob ``PREFIX/dir/file``, written
 in blocks and committed at the end, so no partial blob is ever visible; its
 Content-Type is the default of its name (see
 :func:`plakar_azblob.mapping.attributes.default_content_type`) and its Content-MD5
-the MD5 of its bytes. Directories and symlinks write
-nothing (blob storage has no such things). Extended attributes named as in
+the MD5 of its bytes. A file's time, mode and owner go into the metadata
+keys of a tool's convention (option ``metadata_style``, see
+:mod:`plakar_azblob.mapping.conventions`): by default those the file came with, known
+from the names of its extended attributes, which plakar sends with each
+record (even v1.1.x). Directories write nothing, nor symlinks unless a
+convention says how (rclone's ``NAME.rclonelink``, azcopy's blob holding
+the target): blob storage has no such things. Extended attributes named as in
 :mod:`plakar_azblob.mapping.attributes` (sent by plakar builds on kloset >= 1.2,
 after all the files) set the blobs' properties, metadata and tier back
 when the restore closes. A path that is unsafe as a blob name (see
@@ -20,6 +25,7 @@ clear line and a non-zero status, instead of one error per file.
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 from collections.abc import Mapping
@@ -36,19 +42,21 @@ from kloset_sdk import (
     ConfigError,
     ConnectorError,
     Exporter,
+    FileInfo,
     IncomingContent,
     LocationFlag,
     Options,
     Record,
+    filemode,
 )
 
 from .clients.config import AzureConfig, parse_config, sas_permissions
 from .clients.errors import TokenError, error_code, translate
 from .clients.factory import account_url, container_client
-from .mapping import paths
+from .mapping import conventions, paths
 from .mapping.attributes import default_content_type
 from .mapping.restore_attributes import AttributeRestorer
-from .transfer.blocks import upload_in_blocks
+from .transfer.blocks import Reader, upload_in_blocks
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +118,14 @@ class AzureExporter(Exporter):
                 self._attributes.add(name, record.xattr_name, content)
             return
         info = record.file_info
-        if info is None or not info.is_regular or content is None:
-            return  # directories and symlinks: nothing to write
-        self._write(record.pathname, content, info.size)
+        if info is None:
+            return
+        if info.is_regular and content is not None:
+            self._write(record.pathname, content, info.size,
+                        self._metadata(record, info, conventions.FILE))
+        elif info.is_symlink and record.target:
+            self._write_link(record, info)
+        # directories: nothing to write
 
     def close(self) -> None:
         try:
@@ -120,7 +133,36 @@ class AzureExporter(Exporter):
         finally:
             self._container.close()
 
-    def _write(self, pathname: str, content: IncomingContent, size: int) -> None:
+    def _style(self, record: Record) -> tuple[str, frozenset[str] | None]:
+        """The convention ``record`` is written back in, and its keys (None: all)."""
+        style = self._cfg.metadata_style
+        if style != "auto":
+            return style, None
+        if not record.extended_attributes:
+            return conventions.NONE, None
+        return conventions.style_of(record.extended_attributes)
+
+    def _metadata(self, record: Record, info: FileInfo, kind: str) -> dict[str, str]:
+        style, keys = self._style(record)
+        if style == conventions.NONE:
+            return {}
+        return conventions.written(style, kind, info.mod_time_ns, filemode.perm(info.mode),
+                                   info.uid, info.gid, keys)
+
+    def _write_link(self, record: Record, info: FileInfo) -> None:
+        """A symlink as the convention's blob holding its target (none: nothing)."""
+        style, _keys = self._style(record)
+        if style == conventions.NONE:
+            return
+        metadata = self._metadata(record, info, conventions.SYMLINK)
+        pathname = record.pathname
+        if style == conventions.RCLONE:
+            pathname += conventions.RCLONE_LINK_SUFFIX
+        target = record.target.encode()
+        self._write(pathname, io.BytesIO(target), len(target), metadata)
+
+    def _write(self, pathname: str, content: Reader, size: int,
+               metadata: dict[str, str]) -> None:
         name = paths.blob_name(self._cfg, pathname)
         self._create_container()
         blob = self._container.get_blob_client(name)
@@ -129,7 +171,8 @@ class AzureExporter(Exporter):
                              size_hint=size,
                              content_settings=ContentSettings(
                                  content_type=default_content_type(name)),
-                             standard_blob_tier=self._cfg.tier, content_md5=True)
+                             standard_blob_tier=self._cfg.tier, content_md5=True,
+                             metadata=metadata or None)
         except AzureError as exc:
             raise self._error(exc, f"cannot write blob {name!r}") from exc
         except ValueError as exc:

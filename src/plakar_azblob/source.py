@@ -3,7 +3,9 @@
 Each blob ``NAME`` becomes the file ``/NAME`` (size, Last-Modified, mode
 0644), folders become directories (mode 0755, dated by the newest thing
 inside them), and the blob's properties and metadata become extended
-attributes (see :mod:`plakar_azblob.mapping.attributes`). The listing is streamed
+attributes (see :mod:`plakar_azblob.mapping.attributes`). A blob whose metadata
+follows rclone's or azcopy's convention (see :mod:`plakar_azblob.mapping.conventions`)
+gets the time, mode, owner and kind it says instead. The listing is streamed
 page by page; content is downloaded only when plakar opens a file (or, for
 small blobs, just before, while plakar opens them in a row: see
 :data:`READ_AHEAD`), and only if the blob is still the version that was listed.
@@ -12,6 +14,7 @@ small blobs, just before, while plakar opens them in a row: see
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Iterator, Mapping
 from functools import partial
 
@@ -37,16 +40,21 @@ from .clients.config import parse_config
 from .clients.errors import translate
 from .clients.factory import account_url, container_client, pool_size
 from .clients.retry import READ_RETRIES
-from .mapping import attributes, paths
+from .mapping import attributes, conventions, paths
+from .mapping.posix_fields import file_fields, folder_own
 from .mapping.tree import Tree
 from .transfer.direct import BrokenRead, DirectReader, fallback
 from .transfer.listing import Listed, list_blobs
 from .transfer.ranges import read_range, read_ranges, resumed
 
+log = logging.getLogger(__name__)
+
 # Blobs whose content is read before plakar opens them, while it opens one after
 # the other (see ReadAheadSettings): each costs a round trip to the service,
 # which plakar would otherwise wait for, one blob at a time.
 READ_AHEAD = ReadAheadSettings(max_size=1 << 20, budget=8 << 20, depth=32, workers=8)
+# The longest symlink target a blob may hold (Linux's PATH_MAX, its NUL excluded).
+MAX_LINK_TARGET = 4095
 
 
 class AzureImporter(Importer):
@@ -96,28 +104,71 @@ class AzureImporter(Importer):
     def _entry(self, tree: Tree, blob: Listed) -> Iterator[Record]:
         name = blob.name
         problem = paths.invalid_name(name[len(paths.listing_prefix(self._cfg)):])
+        posix = conventions.read(blob.metadata, name) if blob.metadata else None
         if problem is not None:
             yield Record.failure("/" + name, f"blob {name!r} is not a valid path: it has {problem}")
         elif name.endswith("/"):
-            yield from tree.marker(name, blob.last_modified)
-        elif blob.size == 0 and _is_folder(blob):
-            yield from tree.folder(name, blob.last_modified)
+            yield from tree.marker(name, blob.last_modified, folder_own(posix))
+        elif blob.size == 0 and (_is_folder(blob) or (posix and posix.kind == conventions.DIR)):
+            yield from tree.folder(name, blob.last_modified, folder_own(posix))
         elif blob.access_tier.lower() == "archive":
             yield from tree.file(name, blob.last_modified, [Record.failure(
                 "/" + name, f"blob {name!r} is in the Archive tier: rehydrate it to back it up")])
-        else:
+        elif posix is None:
             yield from tree.file(name, blob.last_modified, self._file(blob))
+        else:
+            yield from self._converted(tree, blob, posix)
 
     def _file(self, blob: Listed) -> list[Record]:
         """The file record of a blob, then one record per extended attribute."""
         path = "/" + blob.name
         attrs = {} if self.options.noxattr else attributes.of_blob(blob)
         opener = partial(self._open, blob.name, blob.etag, blob.size)
-        records = [Record.file(path, size=blob.size, mod_time=blob.last_modified,
-                               opener=opener, xattrs=attrs)]
-        for name, value in attrs.items():
-            records.append(Record.xattr(path, name, partial(io.BytesIO, value.encode())))
-        return records
+        return _with_xattrs(Record.file(path, size=blob.size, mod_time=blob.last_modified,
+                                        opener=opener, xattrs=attrs), attrs)
+
+    def _converted(self, tree: Tree, blob: Listed, posix: conventions.Posix,
+                   ) -> Iterator[Record]:
+        """A blob that follows a convention: a file, or an azcopy symlink holding its
+        target, with the time, mode and owner the convention gives."""
+        mtime, info = file_fields(posix, blob.last_modified, blob.etag)
+        path = "/" + blob.name
+        attrs = {} if self.options.noxattr else attributes.of_blob(blob)
+        link = posix.kind == conventions.SYMLINK and posix.style != conventions.RCLONE
+        target = self._link_target(blob) if link else None
+        if isinstance(target, Record):
+            records = [target]
+        elif target is not None:
+            info.pop("mode", None)
+            records = _with_xattrs(Record.symlink(path, target, mod_time=mtime, xattrs=attrs,
+                                                  **info), attrs)
+        else:
+            opener = partial(self._open, blob.name, blob.etag, blob.size)
+            records = _with_xattrs(Record.file(path, size=blob.size, mod_time=mtime,
+                                               opener=opener, xattrs=attrs, **info), attrs)
+        yield from tree.file(blob.name, mtime, records)
+
+    def _link_target(self, blob: Listed) -> str | Record | None:
+        """The target an azcopy symlink blob holds (read now: plakar needs it in the
+        record); None if the blob cannot be one (then it is a file), a failure record
+        if it cannot be read."""
+        if not 0 < blob.size <= MAX_LINK_TARGET:
+            log.debug("azblob: blob %r is flagged is_symlink but holds %d bytes: backed up "
+                      "as a file", blob.name, blob.size)
+            return None
+        try:
+            data = b"".join(self._open(blob.name, blob.etag, blob.size))
+        except ConnectorError as exc:
+            return Record.failure("/" + blob.name, str(exc))
+        try:
+            target = data.decode("utf-8")
+        except UnicodeDecodeError:
+            target = ""
+        if not target or "\0" in target:
+            log.debug("azblob: blob %r is flagged is_symlink but does not hold a target: "
+                      "backed up as a file", blob.name)
+            return None
+        return target
 
     # -- content --
 
@@ -191,6 +242,14 @@ class AzureImporter(Importer):
 
     def _error(self, exc: BaseException, what: str) -> ConnectorError:
         return translate(exc, what, endpoint=account_url(self._cfg))
+
+
+def _with_xattrs(first: Record, attrs: dict[str, str]) -> list[Record]:
+    """``first``, then one record per extended attribute of its path."""
+    records = [first]
+    for name, value in attrs.items():
+        records.append(Record.xattr(first.pathname, name, partial(io.BytesIO, value.encode())))
+    return records
 
 
 def _is_folder(blob: Listed) -> bool:

@@ -132,11 +132,14 @@ def abort(context: Any, exc: BaseException, rpc: str) -> NoReturn:
 
 # -- records and options as protobuf messages --
 
-def timestamp(when: datetime) -> Timestamp:
+def timestamp(when: datetime, nanos: int = 0) -> Timestamp:
+    """``when`` and ``nanos`` nanoseconds (0-999) past its microsecond."""
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     ts = Timestamp()
     ts.FromDatetime(when)
+    if nanos:
+        ts.nanos += nanos
     return ts
 
 
@@ -146,7 +149,8 @@ def from_timestamp(ts: Timestamp) -> datetime:
 
 def fileinfo_to_proto(fi: FileInfo) -> pb.FileInfo:
     return pb.FileInfo(
-        name=fi.name, size=fi.size, mode=fi.mode & 0xFFFFFFFF, mod_time=timestamp(fi.mod_time),
+        name=fi.name, size=fi.size, mode=fi.mode & 0xFFFFFFFF,
+        mod_time=timestamp(fi.mod_time, fi.mod_time_nanos),
         dev=fi.dev, ino=fi.ino, uid=fi.uid, gid=fi.gid, nlink=fi.nlink,
         username=fi.username, groupname=fi.groupname, flags=fi.flags,
     )
@@ -157,6 +161,7 @@ def fileinfo_from_proto(fi: pb.FileInfo) -> FileInfo:
         name=fi.name, size=fi.size, mode=fi.mode, mod_time=from_timestamp(fi.mod_time),
         dev=fi.dev, ino=fi.ino, uid=fi.uid, gid=fi.gid, nlink=fi.nlink,
         username=fi.username, groupname=fi.groupname, flags=fi.flags,
+        mod_time_nanos=fi.mod_time.nanos % 1000,
     )
 
 

@@ -53,6 +53,7 @@ COMMON_KEYS = frozenset({
     "max_concurrency", "block_size",
 })
 STORAGE_KEYS = COMMON_KEYS | {"tier"}
+EXPORTER_KEYS = COMMON_KEYS | {"metadata_style"}
 # Keys of a store's configuration that are plakar's own: it reads the store
 # passphrase from them, but leaves them in the map it gives the connector when
 # the store is the peer of `plakar sync` (and to its cache daemon). Ignored.
@@ -67,6 +68,9 @@ MIN_BLOCK_SIZE = 1 * MiB
 MAX_BLOCK_SIZE = 100 * MiB
 MAX_CONCURRENCY = 256
 TIERS = ("hot", "cool", "cold")
+# Which tool's metadata keys a restored blob gets its time, mode and owner in
+# (see plakar_azblob.mapping.conventions); auto: the ones it came with.
+METADATA_STYLES = ("auto", "rclone", "azcopy", "none")
 
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
@@ -98,6 +102,7 @@ class AzureConfig:
     max_concurrency: int = 8
     block_size: int = 4 * MiB
     tier: str | None = None
+    metadata_style: str = "auto"
 
     @property
     def auth_method(self) -> str:
@@ -273,7 +278,7 @@ def parse_config(config: Mapping[str, str], role: str) -> AzureConfig:
     """Check plakar's config map for ``role`` (importer, exporter or storage)."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
-    allowed = STORAGE_KEYS if role == "storage" else COMMON_KEYS
+    allowed = {"storage": STORAGE_KEYS, "exporter": EXPORTER_KEYS}.get(role, COMMON_KEYS)
     for key in sorted(config):
         if key not in allowed and key not in PLAKAR_KEYS:
             raise ConfigError(_unknown_option(key, role, allowed))
@@ -302,6 +307,13 @@ def parse_config(config: Mapping[str, str], role: str) -> AzureConfig:
         if tier not in TIERS:
             raise ConfigError(f'invalid value for tier: "{v}" (expected hot, cool or cold)')
 
+    metadata_style = "auto"
+    if (v := opt("metadata_style")) is not None:
+        metadata_style = v.lower()
+        if metadata_style not in METADATA_STYLES:
+            raise ConfigError(f'invalid value for metadata_style: "{v}" (expected auto, '
+                              "rclone, azcopy or none)")
+
     endpoint = _check_endpoint(v) if (v := opt("endpoint")) is not None else None
     account_name = opt("account_name")
     if account_name is not None and not _ACCOUNT.match(account_name):
@@ -324,16 +336,17 @@ def parse_config(config: Mapping[str, str], role: str) -> AzureConfig:
         account_key=account_key, sas_token=sas_token, endpoint=endpoint,
         no_auth=no_auth, tenant_id=opt("tenant_id"), client_id=opt("client_id"),
         client_secret=opt("client_secret"), max_concurrency=max_concurrency,
-        block_size=block_size, tier=tier,
+        block_size=block_size, tier=tier, metadata_style=metadata_style,
     )
     _check_auth(cfg)
     return cfg
 
 
 def _unknown_option(key: str, role: str, allowed: frozenset[str]) -> str:
-    if key in STORAGE_KEYS:
-        return (f'option "{key}" is only for the azblob storage connector, '
-                f"not the {ROLES[role]} connector")
+    for keys, owner in ((STORAGE_KEYS, "storage"), (EXPORTER_KEYS, "destination")):
+        if key in keys:
+            return (f'option "{key}" is only for the azblob {owner} connector, '
+                    f"not the {ROLES[role]} connector")
     text = f'unknown option "{key}" for the azblob {ROLES[role]} connector'
     close = difflib.get_close_matches(key.lower(), sorted(allowed), n=1, cutoff=0.75)
     return f'{text} (did you mean "{close[0]}"?)' if close else text

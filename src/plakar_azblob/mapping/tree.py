@@ -20,6 +20,11 @@ exist: a marker ``x`` becomes the directory ``x``, a plain blob ``x`` is
 reported as a failure since a path cannot be both a file and a directory.
 Held-back names are each a prefix of the next, so there are never more of
 them than characters in a name.
+
+A folder marker may carry the directory's own attributes (:class:`Own`, from
+a convention in its metadata, see :mod:`plakar_azblob.mapping.conventions`): its
+mode and owner, and its time, which is then kept rather than the newest
+inside.
 """
 
 from __future__ import annotations
@@ -31,10 +36,22 @@ from datetime import datetime
 from kloset_sdk import EPOCH, Record
 
 
+@dataclass(frozen=True)
+class Own:
+    """A directory's own attributes, from its folder marker's metadata."""
+
+    mtime: datetime | None = None  # kept as the directory's time (None: newest inside)
+    nanos: int = 0  # past mtime's microsecond
+    mode: int = 0o755
+    uid: int = 0
+    gid: int = 0
+
+
 @dataclass
 class _Dir:
     prefix: str  # what the names inside it start with: "" or "some/dir/"
     mtime: datetime | None
+    own: Own | None = None
 
 
 @dataclass
@@ -42,6 +59,7 @@ class _Held:
     name: str
     mtime: datetime | None
     records: list[Record] | None  # a file's records, or None for a folder marker
+    own: Own | None = None
 
 
 class Tree:
@@ -61,14 +79,17 @@ class Tree:
         yield from self._reach(name)
         self._held.append(_Held(name, mtime, list(records)))
 
-    def folder(self, name: str, mtime: datetime | None) -> Iterator[Record]:
-        """A folder marker without a trailing ``/`` (hierarchical namespace)."""
+    def folder(self, name: str, mtime: datetime | None, own: Own | None = None,
+               ) -> Iterator[Record]:
+        """A folder marker without a trailing ``/`` (hierarchical namespace, azcopy)."""
         yield from self._reach(name)
-        self._held.append(_Held(name, mtime, None))
+        self._held.append(_Held(name, mtime, None, own))
 
-    def marker(self, name: str, mtime: datetime | None) -> Iterator[Record]:
+    def marker(self, name: str, mtime: datetime | None, own: Own | None = None,
+               ) -> Iterator[Record]:
         """A folder marker ``x/`` (or the root's own marker ``prefix/``)."""
         yield from self._reach(name)
+        self._own(self._dirs[-1], own)
         self._touch(mtime)
 
     def finish(self) -> Iterator[Record]:
@@ -93,10 +114,12 @@ class Tree:
         parts = name[len(self._dirs[-1].prefix):].split("/")[:-1]
         for part in parts:
             prefix = self._dirs[-1].prefix + part + "/"
-            mtime = None
+            opened = _Dir(prefix, None)
             if self._marker is not None and self._marker.name + "/" == prefix:
-                mtime, self._marker = self._marker.mtime, None
-            self._dirs.append(_Dir(prefix, mtime))
+                opened.mtime = self._marker.mtime
+                self._own(opened, self._marker.own)
+                self._marker = None
+            self._dirs.append(opened)
 
     def _settle(self, name: str | None) -> Iterator[Record]:
         """Send the held-back names that ``name`` (None: the end) comes after."""
@@ -112,8 +135,10 @@ class Tree:
                 if is_dir:
                     self._marker = held
                 else:
-                    self._touch(held.mtime)
-                    yield Record.directory(_path(held.name), mod_time=held.mtime or EPOCH)
+                    alone = _Dir(held.name + "/", held.mtime)
+                    self._own(alone, held.own)
+                    self._touch(alone.mtime)
+                    yield _record(alone)
             elif is_dir:
                 yield Record.failure(_path(held.name), (
                     f"blob {held.name!r} is not backed up: other blobs are named "
@@ -131,12 +156,31 @@ class Tree:
         done = self._dirs.pop()
         if self._dirs:
             self._touch(done.mtime)
-        yield Record.directory(_path(done.prefix.rstrip("/")), mod_time=done.mtime or EPOCH)
+        yield _record(done)
 
     def _touch(self, mtime: datetime | None) -> None:
         top = self._dirs[-1]
+        if top.own is not None and top.own.mtime is not None:
+            return  # its own time, not the newest inside
         if mtime is not None and (top.mtime is None or mtime > top.mtime):
             top.mtime = mtime
+
+    @staticmethod
+    def _own(opened: _Dir, own: Own | None) -> None:
+        if own is not None:
+            opened.own = own
+            if own.mtime is not None:
+                opened.mtime = own.mtime
+
+
+def _record(done: _Dir) -> Record:
+    path = _path(done.prefix.rstrip("/"))
+    own = done.own
+    if own is None:
+        return Record.directory(path, mod_time=done.mtime or EPOCH)
+    nanos = own.nanos if own.mtime is not None else 0
+    return Record.directory(path, mod_time=done.mtime or EPOCH, mode=own.mode, uid=own.uid,
+                            gid=own.gid, mod_time_nanos=nanos)
 
 
 def _path(name: str) -> str:
