@@ -50,7 +50,7 @@ ROLES = {"importer": "source", "exporter": "destination", "storage": "storage"}
 COMMON_KEYS = frozenset({
     "location", "connection_string", "account_name", "account_key", "sas_token",
     "endpoint", "no_auth", "tenant_id", "client_id", "client_secret",
-    "max_concurrency", "block_size",
+    "max_concurrency", "block_size", "list_concurrency",
 })
 STORAGE_KEYS = COMMON_KEYS | {"tier"}
 EXPORTER_KEYS = COMMON_KEYS | {"metadata_style"}
@@ -67,6 +67,9 @@ MiB = 1024 * 1024
 MIN_BLOCK_SIZE = 1 * MiB
 MAX_BLOCK_SIZE = 100 * MiB
 MAX_CONCURRENCY = 256
+# List requests in flight at once for one listing (see transfer/keyranges.py).
+DEFAULT_LIST_CONCURRENCY = 4
+MAX_LIST_CONCURRENCY = 64
 TIERS = ("hot", "cool", "cold")
 # Which tool's metadata keys a restored blob gets its time, mode and owner in
 # (see plakar_azblob.mapping.conventions); auto: the ones it came with.
@@ -101,6 +104,7 @@ class AzureConfig:
     client_secret: str | None = field(default=None, repr=False)
     max_concurrency: int = 8
     block_size: int = 4 * MiB
+    list_concurrency: int = DEFAULT_LIST_CONCURRENCY
     tier: str | None = None
     metadata_style: str = "auto"
 
@@ -296,6 +300,9 @@ def parse_config(config: Mapping[str, str], role: str) -> AzureConfig:
     max_concurrency = 8
     if (v := opt("max_concurrency")) is not None:
         max_concurrency = _parse_int("max_concurrency", v, 1, MAX_CONCURRENCY)
+    list_concurrency = DEFAULT_LIST_CONCURRENCY
+    if (v := opt("list_concurrency")) is not None:
+        list_concurrency = _parse_int("list_concurrency", v, 1, MAX_LIST_CONCURRENCY)
     block_size = 4 * MiB
     if (v := opt("block_size")) is not None:
         block_size = parse_size("block_size", v)
@@ -336,7 +343,8 @@ def parse_config(config: Mapping[str, str], role: str) -> AzureConfig:
         account_key=account_key, sas_token=sas_token, endpoint=endpoint,
         no_auth=no_auth, tenant_id=opt("tenant_id"), client_id=opt("client_id"),
         client_secret=opt("client_secret"), max_concurrency=max_concurrency,
-        block_size=block_size, tier=tier, metadata_style=metadata_style,
+        block_size=block_size, list_concurrency=list_concurrency, tier=tier,
+        metadata_style=metadata_style,
     )
     _check_auth(cfg)
     return cfg
