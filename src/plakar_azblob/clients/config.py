@@ -50,9 +50,11 @@ ROLES = {"importer": "source", "exporter": "destination", "storage": "storage"}
 COMMON_KEYS = frozenset({
     "location", "connection_string", "account_name", "account_key", "sas_token",
     "endpoint", "no_auth", "tenant_id", "client_id", "client_secret",
-    "max_concurrency", "block_size", "list_concurrency",
+    "max_concurrency", "block_size",
 })
-STORAGE_KEYS = COMMON_KEYS | {"tier"}
+# The connectors that list (the destination only writes).
+IMPORTER_KEYS = COMMON_KEYS | {"list_concurrency"}
+STORAGE_KEYS = COMMON_KEYS | {"tier", "list_concurrency"}
 EXPORTER_KEYS = COMMON_KEYS | {"metadata_style"}
 # Keys of a store's configuration that are plakar's own: it reads the store
 # passphrase from them, but leaves them in the map it gives the connector when
@@ -282,7 +284,8 @@ def parse_config(config: Mapping[str, str], role: str) -> AzureConfig:
     """Check plakar's config map for ``role`` (importer, exporter or storage)."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
-    allowed = {"storage": STORAGE_KEYS, "exporter": EXPORTER_KEYS}.get(role, COMMON_KEYS)
+    allowed = {"importer": IMPORTER_KEYS, "storage": STORAGE_KEYS,
+               "exporter": EXPORTER_KEYS}[role]
     for key in sorted(config):
         if key not in allowed and key not in PLAKAR_KEYS:
             raise ConfigError(_unknown_option(key, role, allowed))
@@ -351,10 +354,11 @@ def parse_config(config: Mapping[str, str], role: str) -> AzureConfig:
 
 
 def _unknown_option(key: str, role: str, allowed: frozenset[str]) -> str:
-    for keys, owner in ((STORAGE_KEYS, "storage"), (EXPORTER_KEYS, "destination")):
-        if key in keys:
-            return (f'option "{key}" is only for the azblob {owner} connector, '
-                    f"not the {ROLES[role]} connector")
+    owners = [owner for keys, owner in ((IMPORTER_KEYS, "source"), (STORAGE_KEYS, "storage"),
+                                        (EXPORTER_KEYS, "destination")) if key in keys]
+    if owners:
+        return (f'option "{key}" is only for the azblob {" and ".join(owners)} '
+                f"connector{'s' if len(owners) > 1 else ''}, not the {ROLES[role]} connector")
     text = f'unknown option "{key}" for the azblob {ROLES[role]} connector'
     close = difflib.get_close_matches(key.lower(), sorted(allowed), n=1, cutoff=0.75)
     return f'{text} (did you mean "{close[0]}"?)' if close else text
