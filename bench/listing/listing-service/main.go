@@ -76,11 +76,11 @@ func (s *service) container(name string) *container {
 			names[i] = hex.EncodeToString(sum[:16])
 		}
 	}
-	sort.Strings(names)
 	c := &container{names: names, index: make(map[string]int32, n)}
-	for i, name := range names {
+	for i, name := range names { // the rank in generation, before sorting
 		c.index[name] = int32(i)
 	}
+	sort.Strings(names)
 	s.containers[name] = c
 	return c
 }
@@ -279,11 +279,10 @@ func (s *service) list(w http.ResponseWriter, r *http.Request, account, name str
 	fmt.Fprintf(out, "\ufeff<?xml version=\"1.0\" encoding=\"utf-8\"?><EnumerationResults ServiceEndpoint=\"http://%s/%s\" ContainerName=\"", r.Host, account)
 	xmlText(out, name)
 	out.WriteString("\">")
-	for _, p := range []struct{ tag, value string }{{"Prefix", prefix}, {"Marker", q.Get("marker")}} {
-		if p.value != "" {
-			element(out, p.tag, p.value)
-		}
+	if prefix != "" {
+		element(out, "Prefix", prefix)
 	}
+	element(out, "Marker", q.Get("marker"))
 	if q.Get("maxresults") != "" {
 		fmt.Fprintf(out, "<MaxResults>%d</MaxResults>", limit)
 	}
