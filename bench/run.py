@@ -1,10 +1,13 @@
 """``make bench``: every benchmark against a private Azurite, beside its reference.
 
 Usage: python bench/run.py [SECTION ...]   (sections: transport large small store
-memory latency cold go; default all), or --render to rebuild latest.md from
+memory latency cold go listing; default all), or --render to rebuild latest.md from
 latest.json. BENCH_SCALE scales the data sizes (default in bench/common.py);
 the official Go package is measured beside ours in sections large, small, store,
-latency and cold (BENCH_GO=0 leaves it out there; section go always measures it).
+latency and cold (BENCH_GO=0 leaves it out there; sections go and listing always
+measure it). Section listing (issue 19): the importers' listing of huge containers
+against a synthetic List Blobs service with 0 ms, 200 ms and 1 s per page
+(bench/bench_listing.py).
 Results: bench/results/latest.md and .json.
 """
 
@@ -28,6 +31,7 @@ def sections() -> dict[str, object]:
     import bench_cold
     import bench_go
     import bench_latency
+    import bench_listing
     import bench_memory
     import bench_source
     import bench_store
@@ -42,6 +46,7 @@ def sections() -> dict[str, object]:
         "latency": bench_latency.run,
         "cold": bench_cold.run,
         "go": bench_go.run,
+        "listing": bench_listing.run,
     }
 
 

@@ -22,9 +22,11 @@ A service that misbehaves on purpose is described by :class:`Rule` objects
 matches: answer with a status (``Retry-After`` given or not) or with any body
 (an HTML page, garbage, a truncated listing), reset the connection without
 answering, cut the body after ``cut_after`` bytes, or drip it one byte every
-``drip`` seconds. Every request is recorded (:attr:`FaultProxy.seen`: method,
-target, headers, time), and the proxy also serves as a forward HTTP proxy
-(``HTTP_PROXY``): requests in absolute form are counted in ``forwarded``.
+``drip`` seconds; ``rewrite`` changes each request's target (small listing
+pages forced with ``maxresults``, under a SAS that does not sign it). Every
+request is recorded (:attr:`FaultProxy.seen`: method, target, headers, time),
+and the proxy also serves as a forward HTTP proxy (``HTTP_PROXY``): requests
+in absolute form are counted in ``forwarded``.
 """
 
 from __future__ import annotations
@@ -172,8 +174,10 @@ class FaultProxy(LoopbackProxy):
                  statuses: tuple[int, ...] = (500, 503, 429), retry_after: int = 1,
                  cut_blob: str | None = None, cut_after: int = 0,
                  cut_times: int | None = 1, delay: float = 0.0,
-                 rules: Iterable[Rule] = ()) -> None:
+                 rules: Iterable[Rule] = (),
+                 rewrite: Callable[[str], str] | None = None) -> None:
         self.fault_rate = fault_rate
+        self.rewrite = rewrite  # applied to each request's target before it is forwarded
         self.statuses = statuses
         self.retry_after = retry_after
         self.cut_blob = cut_blob
@@ -230,6 +234,8 @@ class FaultProxy(LoopbackProxy):
                     first = f"{method} {target} {version}"
                     with self._lock:
                         self.forwarded += 1
+                if self.rewrite is not None and (changed := self.rewrite(target)) != target:
+                    target, first = changed, f"{method} {changed} {version}"
                 if self.delay:
                     time.sleep(self.delay)
                 rule = self._rule(method, target)

@@ -82,16 +82,21 @@ def _source_files(ref: Path) -> list[Path]:
     return found
 
 
-def reference_hash(ref: Path | None = None) -> str:
-    """16 hex digits of SHA-256 over the reference's relative paths and contents."""
-    ref = ref or reference_dir()
+def files_hash(base: Path, files: list[Path]) -> str:
+    """16 hex digits of SHA-256 over ``files``' paths relative to ``base`` and contents."""
     digest = hashlib.sha256()
-    for path in _source_files(ref):
-        rel = path.relative_to(ref).as_posix().encode()
+    for path in files:
+        rel = path.relative_to(base).as_posix().encode()
         data = path.read_bytes()
         digest.update(b"%d:%s:%d:" % (len(rel), rel, len(data)))
         digest.update(data)
     return digest.hexdigest()[:16]
+
+
+def reference_hash(ref: Path | None = None) -> str:
+    """16 hex digits of SHA-256 over the reference's relative paths and contents."""
+    ref = ref or reference_dir()
+    return files_hash(ref, _source_files(ref))
 
 
 def build_dir() -> Path:

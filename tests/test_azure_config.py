@@ -520,3 +520,16 @@ def test_translate_token_and_signing_failures() -> None:
     assert str(translate(signing, "cannot list azblob://c")) == (
         "cannot list azblob://c: cannot sign the request with the account key (is it the "
         "base64 key of the account?)")
+
+
+def test_list_concurrency_for_the_connectors_that_list() -> None:
+    assert parse("importer", connection_string=CONN).list_concurrency == 4
+    assert parse("importer", list_concurrency="1", connection_string=CONN).list_concurrency == 1
+    assert parse("storage", list_concurrency=" 64 ", connection_string=CONN).list_concurrency == 64
+    assert error("importer", list_concurrency="65", connection_string=CONN) == \
+        'invalid value for list_concurrency: "65" (expected a whole number from 1 to 64)'
+    assert error("storage", list_concurrency="many", connection_string=CONN) == \
+        'invalid value for list_concurrency: "many" (expected a whole number from 1 to 64)'
+    assert error("exporter", list_concurrency="4") == (
+        'option "list_concurrency" is only for the azblob source and storage connectors, '
+        "not the destination connector")

@@ -91,7 +91,8 @@ class AzureImporter(Importer):
 
     def _listing(self) -> Iterator[Listed]:
         """Every blob under the prefix, one page in memory at a time."""
-        blobs = list_blobs(self._container, self._direct, paths.listing_prefix(self._cfg))
+        blobs = list_blobs(self._container, self._direct, paths.listing_prefix(self._cfg),
+                           concurrency=self._cfg.list_concurrency)
         while True:
             try:
                 blob = next(blobs)

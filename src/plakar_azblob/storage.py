@@ -194,7 +194,8 @@ class AzureStore(Store):
         except layout.LayoutError as exc:
             raise ConnectorError(str(exc)) from None
         what = f'cannot list "{start}"'
-        names = list_names(self.client, self.direct, start, self.list_page_size)
+        names = list_names(self.client, self.direct, start, self.list_page_size,
+                           self.cfg.list_concurrency)
         try:
             # The first name is fetched now so that errors come from list() itself.
             first = next(names, None)

@@ -74,6 +74,10 @@ class Openers:
         self._lock = threading.RLock()
         self._entries: dict[str, _Entry] = {}
         self._order = _Order()
+        # The entries whose future is set: what a skip cancels. Kept apart so that a
+        # skip costs the reads in flight, not every record plakar has yet to
+        # acknowledge (tens of thousands while it lags behind a long listing).
+        self._reading: set[_Entry] = set()
         self._seq = 0
         self._streak = 0  # records opened since plakar last skipped one
         self._held = 0  # budget bytes in use
@@ -106,6 +110,7 @@ class Openers:
                 if entry.size is not None:  # a file: extended attributes do not count
                     self._streak += 1
             future, entry.future = entry.future, None
+            self._reading.discard(entry)
             self._fill(entry)
         if future is None:
             return entry.opener
@@ -127,6 +132,7 @@ class Openers:
             for entry in self._entries.values():
                 self._forget(entry)
             self._entries.clear()
+            self._reading.clear()
             self._order = _Order(base=self._seq)
             pool, self._pool = self._pool, None
         if pool is not None:
@@ -160,19 +166,22 @@ class Openers:
         entry.reserved = max(size, 1)
         self._held += entry.reserved
         entry.future = self._pool.submit(_read_all, entry.opener, self._settings.max_size)
+        self._reading.add(entry)
         self.read_ahead += 1
 
     def _skipped(self) -> None:
         """plakar acknowledged a record it did not open: stop reading ahead."""
         self._streak = 0
-        for entry in self._entries.values():
+        for entry in list(self._reading):
             if entry.future is not None and entry.future.cancel():
                 entry.future = None
+                self._reading.discard(entry)
                 self._release(entry)
 
     def _forget(self, entry: _Entry) -> None:
         entry.done = True
         future, entry.future = entry.future, None
+        self._reading.discard(entry)
         if future is None or future.cancel():
             self._release(entry)
         else:  # still reading: its bytes are held until it ends

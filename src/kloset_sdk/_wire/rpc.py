@@ -142,6 +142,7 @@ class Call:
         self._credits: deque[int] = deque()  # of each message, bytes given back already
         self._credited = 0  # of the message being received, bytes given back already
         self._callbacks: list[Callable[[], None]] = []
+        self._on_request: Callable[[bytes], None] | None = None  # see take_requests_inline
         self._cancelled = False
         self._done = False
         self._headers_sent = False
@@ -178,9 +179,14 @@ class Call:
             self._need = -1
             credited, self._credited = self._credited, 0
             with self._lock:
-                self._messages.append(message)
-                self._credits.append(credited)
-                self._lock.notify_all()
+                on_request = self._on_request
+                if on_request is None:
+                    self._messages.append(message)
+                    self._credits.append(credited)
+                    self._lock.notify_all()
+            if on_request is not None:
+                self._conn.consumed(self._stream, len(message) + 5, credited)
+                on_request(message)
 
     def _credit_partial(self) -> None:
         """Give back to the stream's window what arrived of a large message."""
@@ -260,6 +266,28 @@ class Call:
         parse = self._method.parse
         while (message := self._next_message()) is not self._END:
             yield parse(message)
+
+    def take_requests_inline(self, on_request: Callable[[bytes], None]) -> None:
+        """From now on, hand each request message, still encoded, to ``on_request`` in
+        the connection's reader thread as it arrives (those already received first, in
+        order), instead of to the request iterator, which then only waits for the
+        request's end. ``on_request`` must be quick and must not raise or block.
+
+        For a stream of small requests that need only a quick look (the importer's
+        acknowledgements, one per record): handing each one to the handler's thread
+        woke that thread once per message, which cost more than the message's
+        handling itself."""
+        with self._lock:
+            # The messages received (each with its credit), the end marker left queued.
+            pending = []
+            while self._credits:
+                pending.append((self._messages.popleft(), self._credits.popleft()))
+            # Under the lock, before the reader thread can deliver another message:
+            # the pending ones are handled first, in order.
+            for message, credited in pending:
+                self._conn.consumed(self._stream, len(message) + 5, credited)
+                on_request(message)
+            self._on_request = on_request
 
     def _single_request(self) -> Any:
         assert self._method is not None

@@ -52,7 +52,9 @@ COMMON_KEYS = frozenset({
     "endpoint", "no_auth", "tenant_id", "client_id", "client_secret",
     "max_concurrency", "block_size",
 })
-STORAGE_KEYS = COMMON_KEYS | {"tier"}
+# The connectors that list (the destination only writes).
+IMPORTER_KEYS = COMMON_KEYS | {"list_concurrency"}
+STORAGE_KEYS = COMMON_KEYS | {"tier", "list_concurrency"}
 EXPORTER_KEYS = COMMON_KEYS | {"metadata_style"}
 # Keys of a store's configuration that are plakar's own: it reads the store
 # passphrase from them, but leaves them in the map it gives the connector when
@@ -67,6 +69,9 @@ MiB = 1024 * 1024
 MIN_BLOCK_SIZE = 1 * MiB
 MAX_BLOCK_SIZE = 100 * MiB
 MAX_CONCURRENCY = 256
+# List requests in flight at once for one listing (see transfer/keyranges.py).
+DEFAULT_LIST_CONCURRENCY = 4
+MAX_LIST_CONCURRENCY = 64
 TIERS = ("hot", "cool", "cold")
 # Which tool's metadata keys a restored blob gets its time, mode and owner in
 # (see plakar_azblob.mapping.conventions); auto: the ones it came with.
@@ -101,6 +106,7 @@ class AzureConfig:
     client_secret: str | None = field(default=None, repr=False)
     max_concurrency: int = 8
     block_size: int = 4 * MiB
+    list_concurrency: int = DEFAULT_LIST_CONCURRENCY
     tier: str | None = None
     metadata_style: str = "auto"
 
@@ -278,7 +284,8 @@ def parse_config(config: Mapping[str, str], role: str) -> AzureConfig:
     """Check plakar's config map for ``role`` (importer, exporter or storage)."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
-    allowed = {"storage": STORAGE_KEYS, "exporter": EXPORTER_KEYS}.get(role, COMMON_KEYS)
+    allowed = {"importer": IMPORTER_KEYS, "storage": STORAGE_KEYS,
+               "exporter": EXPORTER_KEYS}[role]
     for key in sorted(config):
         if key not in allowed and key not in PLAKAR_KEYS:
             raise ConfigError(_unknown_option(key, role, allowed))
@@ -296,6 +303,9 @@ def parse_config(config: Mapping[str, str], role: str) -> AzureConfig:
     max_concurrency = 8
     if (v := opt("max_concurrency")) is not None:
         max_concurrency = _parse_int("max_concurrency", v, 1, MAX_CONCURRENCY)
+    list_concurrency = DEFAULT_LIST_CONCURRENCY
+    if (v := opt("list_concurrency")) is not None:
+        list_concurrency = _parse_int("list_concurrency", v, 1, MAX_LIST_CONCURRENCY)
     block_size = 4 * MiB
     if (v := opt("block_size")) is not None:
         block_size = parse_size("block_size", v)
@@ -336,17 +346,19 @@ def parse_config(config: Mapping[str, str], role: str) -> AzureConfig:
         account_key=account_key, sas_token=sas_token, endpoint=endpoint,
         no_auth=no_auth, tenant_id=opt("tenant_id"), client_id=opt("client_id"),
         client_secret=opt("client_secret"), max_concurrency=max_concurrency,
-        block_size=block_size, tier=tier, metadata_style=metadata_style,
+        block_size=block_size, list_concurrency=list_concurrency, tier=tier,
+        metadata_style=metadata_style,
     )
     _check_auth(cfg)
     return cfg
 
 
 def _unknown_option(key: str, role: str, allowed: frozenset[str]) -> str:
-    for keys, owner in ((STORAGE_KEYS, "storage"), (EXPORTER_KEYS, "destination")):
-        if key in keys:
-            return (f'option "{key}" is only for the azblob {owner} connector, '
-                    f"not the {ROLES[role]} connector")
+    owners = [owner for keys, owner in ((IMPORTER_KEYS, "source"), (STORAGE_KEYS, "storage"),
+                                        (EXPORTER_KEYS, "destination")) if key in keys]
+    if owners:
+        return (f'option "{key}" is only for the azblob {" and ".join(owners)} '
+                f"connector{'s' if len(owners) > 1 else ''}, not the {ROLES[role]} connector")
     text = f'unknown option "{key}" for the azblob {ROLES[role]} connector'
     close = difflib.get_close_matches(key.lower(), sorted(allowed), n=1, cutoff=0.75)
     return f'{text} (did you mean "{close[0]}"?)' if close else text

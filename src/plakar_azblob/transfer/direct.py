@@ -236,12 +236,13 @@ class DirectReader:
         return Streamed(_pieces(response, chunk), got, offset + int(size))
 
     def list_page(self, prefix: str | None, marker: str | None, page_size: int | None = None,
-                  metadata: bool = True) -> Page:
+                  metadata: bool = True, start_from: str | None = None) -> Page:
         """One List Blobs answer (with ``metadata``) of the blobs starting with
-        ``prefix``, from ``marker``: a 200, its body not yet checked (see
-        :func:`.listing.page_root`); the SDK's exception for an error."""
+        ``prefix``, from ``marker`` or from the first name not below ``start_from``:
+        a 200, its body not yet checked (see :func:`.listing.page_root`); the SDK's
+        exception for an error."""
         query = "restype=container&comp=list" + ("&include=metadata" if metadata else "")
-        for key, value in (("prefix", prefix), ("marker", marker),
+        for key, value in (("prefix", prefix), ("marker", marker), ("startFrom", start_from),
                            ("maxresults", page_size and str(page_size))):
             if value:
                 query += f"&{key}={quote(value, safe='')}"

@@ -16,6 +16,8 @@ SDK list (counted, see :func:`.direct.fallback`).
 from __future__ import annotations
 
 import enum
+import html
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from azure.storage.blob import BlobProperties, ContainerClient
 
 from ..clients.errors import UnexpectedAnswer
 from .direct import DirectReader, Page, fallback
+from .keyranges import KeyRanges, PageInfo, Slice
 
 _MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
@@ -64,8 +67,11 @@ class Listed:
 
 
 def list_blobs(container: ContainerClient, direct: DirectReader | None,
-               prefix: str | None, page_size: int | None = None) -> Iterator[Listed]:
-    """Every blob whose name starts with ``prefix``, in name order, with its metadata.
+               prefix: str | None, page_size: int | None = None,
+               concurrency: int = 1) -> Iterator[Listed]:
+    """Every blob whose name starts with ``prefix``, in name order, with its metadata;
+    pages fetched ahead, key ranges listed ``concurrency`` at a time (see
+    :mod:`.keyranges`).
 
     Errors are the SDK's (``AzureError``), :class:`UnexpectedAnswer` for a page that
     is not one."""
@@ -75,30 +81,95 @@ def list_blobs(container: ContainerClient, direct: DirectReader | None,
                                          results_per_page=page_size):
             yield Listed.from_sdk(blob)
         return
-    marker: str | None = None
-    while True:
-        blobs, marker = parse_page(direct.list_page(prefix, marker, page_size))
-        yield from blobs
-        if not marker:
-            return
+    for piece in _pages(direct, prefix, page_size, concurrency, metadata=True):
+        blobs, marker = parse_page(piece.page)
+        _check(piece, blobs[0].name if blobs else None, blobs[-1].name if blobs else None,
+               marker)
+        if piece.whole:
+            yield from blobs
+        else:
+            yield from (blob for blob in blobs if piece.keeps(blob.name))
 
 
 def list_names(container: ContainerClient, direct: DirectReader | None, prefix: str | None,
-               page_size: int | None = None) -> Iterator[str]:
+               page_size: int | None = None, concurrency: int = 1) -> Iterator[str]:
     """The names of the blobs that start with ``prefix``, in order (see :func:`list_blobs`)."""
     if direct is None:
         fallback("listing")
         yield from container.list_blob_names(name_starts_with=prefix or None,
                                              results_per_page=page_size)
         return
-    marker: str | None = None
-    while True:
-        root = page_root(direct.list_page(prefix, marker, page_size, metadata=False))
-        for name_el in root.iterfind("Blobs/Blob/Name"):
-            yield _name(name_el)
-        marker = root.findtext("NextMarker") or None
-        if not marker:
-            return
+    for piece in _pages(direct, prefix, page_size, concurrency, metadata=False):
+        root = page_root(piece.page)
+        names = [_name(el) for el in root.iterfind("Blobs/Blob/Name")]
+        _check(piece, names[0] if names else None, names[-1] if names else None,
+               root.findtext("NextMarker") or None)
+        if piece.whole:
+            yield from names
+        else:
+            yield from (name for name in names if piece.keeps(name))
+
+
+def _pages(direct: DirectReader, prefix: str | None, page_size: int | None,
+           concurrency: int, metadata: bool) -> KeyRanges[Page]:
+    def fetch(marker: str | None, start_from: str | None) -> Page:
+        return direct.list_page(prefix, marker, page_size, metadata=metadata,
+                                start_from=start_from)
+    return KeyRanges(prefix or "", fetch, scan_page, concurrency)
+
+
+# What the scheduling reads of a page without parsing it (the page is parsed
+# whole, once, by the consumer). Azure writes a blob's <Name> first in its
+# <Blob>; a <Blob> element inside <Metadata> (a key named "Blob") holds text.
+_BLOB_NAME = re.compile(rb'<Blob>\s*<Name(?:\s+Encoded="(\w+)")?\s*>([^<]*)</Name>')
+_NEXT_MARKER = re.compile(rb"<NextMarker>([^<]*)</NextMarker>")
+
+
+def scan_page(page: Page, every_name: bool) -> PageInfo:
+    """The first and last names of a List Blobs page, their count and the next marker
+    (and with ``every_name``, all its names); :class:`UnexpectedAnswer` if it is not a
+    listing."""
+    body = page.body
+    if b"<EnumerationResults" not in body[:1024]:
+        page_root(page)  # raises, naming what came instead
+    first = _BLOB_NAME.search(body)
+    last = None
+    at = len(body)
+    while first is not None and last is None:
+        at = body.rfind(b"<Blob>", 0, at)
+        last = _BLOB_NAME.match(body, at) if at >= 0 else first
+    marker_at = body.rfind(b"<NextMarker>")
+    found = _NEXT_MARKER.match(body, marker_at) if marker_at >= 0 else None
+    names: tuple[str, ...] = ()
+    if every_name:
+        names = tuple(_scanned(m) for m in _BLOB_NAME.finditer(body))
+    return PageInfo(first=_scanned(first) if first else None,
+                    last=_scanned(last) if last else None,
+                    count=_count(body) if first else 0,
+                    marker=html.unescape(found.group(1).decode()) or None if found else None,
+                    names=names)
+
+
+def _count(body: bytes) -> int:
+    return body.count(b"<Blob><Name") or sum(1 for _ in _BLOB_NAME.finditer(body))
+
+
+def _scanned(match: re.Match[bytes]) -> str:
+    text = match.group(2).decode()
+    if "&" in text:
+        text = html.unescape(text)
+    encoded = match.group(1)
+    return unquote(text) if encoded and encoded.lower() == b"true" else text
+
+
+def _check(piece: Slice[Page], first: str | None, last: str | None,
+           marker: str | None) -> None:
+    """The parsed page says what its scan said (the listing's ranges were cut on it)."""
+    info = piece.info
+    if (first, last, marker) != (info.first, info.last, info.marker):
+        raise UnexpectedAnswer(message="the service's blob listing could not be read "
+                                       "consistently (its names or marker differ between "
+                                       "two readings)")
 
 
 def page_root(page: Page) -> ET.Element:
