@@ -125,8 +125,10 @@ def test_same_names_same_order_as_one_sequential_listing(shape: str, concurrency
         assert len(starts) >= 5, "the listing was not cut into ranges"
     else:
         assert not starts
-    # Ranges cost about one request more each, not a listing twice.
-    assert len(service.requests) <= 2.5 * (len(set(names)) / 13 + 1)
+    # Ranges cost about one request more each (more, and shorter ones, when many
+    # are in flight), never a listing several times over.
+    pages = len(set(names)) / 13 + 1
+    assert len(service.requests) <= (2.5 if concurrency <= 4 else 3.5) * pages
 
 
 @pytest.mark.parametrize("shape", SHAPES)
