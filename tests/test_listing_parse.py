@@ -41,7 +41,9 @@ def ref(text: str, rng: random.Random) -> str:
 
 
 def page(rng: random.Random, blobs: int = 60, marker: str | None = "next&one") -> bytes:
-    parts = ['<?xml version="1.0" encoding="utf-8"?><EnumerationResults '
+    # Azure's pages begin with a byte order mark.
+    bom = rng.choice(["\ufeff", ""])
+    parts = [bom + '<?xml version="1.0" encoding="utf-8"?><EnumerationResults '
              'ServiceEndpoint="https://a.blob.core.windows.net/" ContainerName="c">'
              "<Prefix/><Marker/><MaxResults>5000</MaxResults><Blobs>"]
     for i in range(blobs):
