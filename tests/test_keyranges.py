@@ -167,8 +167,9 @@ def test_a_service_without_start_from_is_listed_sequentially(
         assert listed(service) == sorted(names)
     said = [r.getMessage() for r in caplog.records if "startFrom" in r.getMessage()]
     assert len(said) == 1 and "one page after another" in said[0]
-    # Tried once, then markers only.
-    assert sum(1 for _, s in service.requests if s is not None) == 1
+    # Tried by the ranges of the first round only (at most one request in flight
+    # for each of the 4), then markers only.
+    assert 1 <= sum(1 for _, s in service.requests if s is not None) <= 4
 
 
 def test_a_failed_page_fails_the_listing_after_everything_before_it() -> None:

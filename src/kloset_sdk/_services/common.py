@@ -132,15 +132,23 @@ def abort(context: Any, exc: BaseException, rpc: str) -> NoReturn:
 
 # -- records and options as protobuf messages --
 
-def timestamp(when: datetime, nanos: int = 0) -> Timestamp:
-    """``when`` and ``nanos`` nanoseconds (0-999) past its microsecond."""
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _seconds_nanos(when: datetime, nanos: int) -> tuple[int, int]:
+    """What Timestamp.FromDatetime computes (seconds floored, nanoseconds >= 0; a
+    naive time is UTC) plus ``nanos``, without its time tuple and calendar.timegm:
+    once a record's largest cost."""
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
-    ts = Timestamp()
-    ts.FromDatetime(when)
-    if nanos:
-        ts.nanos += nanos
-    return ts
+    delta = when - _EPOCH
+    return delta.days * 86400 + delta.seconds, delta.microseconds * 1000 + nanos
+
+
+def timestamp(when: datetime, nanos: int = 0) -> Timestamp:
+    """``when`` and ``nanos`` nanoseconds (0-999) past its microsecond."""
+    seconds, nanos = _seconds_nanos(when, nanos)
+    return Timestamp(seconds=seconds, nanos=nanos)
 
 
 def from_timestamp(ts: Timestamp) -> datetime:
@@ -177,8 +185,16 @@ def record_to_proto(record: Record) -> pb.Record:
         extendedAttributes=list(record.extended_attributes),
         fileAttributes=record.file_attributes,
     )
-    if record.file_info is not None:
-        msg.fileInfo.CopyFrom(fileinfo_to_proto(record.file_info))
+    fi = record.file_info
+    if fi is not None:
+        # Set in place: building a FileInfo and its Timestamp, then copying both in,
+        # was a tenth of the importer's CPU per record.
+        out = msg.fileInfo
+        out.name, out.size, out.mode = fi.name, fi.size, fi.mode & 0xFFFFFFFF
+        out.mod_time.seconds, out.mod_time.nanos = _seconds_nanos(fi.mod_time,
+                                                                  fi.mod_time_nanos)
+        out.dev, out.ino, out.uid, out.gid, out.nlink = fi.dev, fi.ino, fi.uid, fi.gid, fi.nlink
+        out.username, out.groupname, out.flags = fi.username, fi.groupname, fi.flags
     elif not record.error and not record.is_xattr:
         # plakar rejects such a record as invalid; say which one, clearly.
         raise ValueError(f"record {record.pathname!r} has neither file info nor error")

@@ -18,11 +18,11 @@ take more than three minutes, whatever the client does with them. Here:
 - Pages are handed out range after range, each range's in name order, and
   the names of a page outside its range dropped: the caller sees exactly
   what one sequential listing gives, each name once.
-- Whether the service takes ``startFrom`` is learnt from the first range that
-  uses it (a 400 or 501, or names below it: the parameter was ignored). Until
-  then the range before it is not used up past its end; if ``startFrom`` is
-  not taken, that range simply goes on to the end, sequentially (prefetched
-  still), said once in the log.
+- Whether the service takes ``startFrom`` is learnt from the first answer to a
+  range that uses it (a 400 or 501, or names below it: the parameter was
+  ignored). Until then the first range is not used up past its end; if
+  ``startFrom`` is not taken, the other ranges are dropped and the first goes
+  on to the end, sequentially (prefetched still), said once in the log.
 
 A failed page (after the pipeline's own retries) fails the listing when its
 range's turn comes, not before: what came before it is handed out first.
@@ -248,8 +248,6 @@ class KeyRanges(Generic[P]):
             return False
         if self._buffered + self._in_flight >= self._window:
             return False
-        if self._start_from is None and len(self._ranges) > 1:
-            return False  # one range tries startFrom first
         names = RANGE_PAGES * self._page_size
         for i, r in enumerate(self._ranges):
             lower = r.lower
@@ -281,8 +279,8 @@ class KeyRanges(Generic[P]):
         with self._cond:
             self._in_flight -= 1
             r.fetching = False
-            if self._closed:
-                return
+            if self._closed or r not in self._ranges:
+                return  # closed, or a range dropped since (startFrom not taken)
             if start is not None and self._start_from is None:
                 if info.first is not None and info.first < start:
                     self._no_start_from(r, "names before startFrom came back: it is ignored")
@@ -300,7 +298,7 @@ class KeyRanges(Generic[P]):
     def _fetched_error(self, r: _Range[P], start: str | None, exc: BaseException) -> None:
         self._in_flight -= 1
         r.fetching = False
-        if self._closed:
+        if self._closed or r not in self._ranges:
             return
         if start is not None and self._start_from is None and unsupported(exc):
             self._no_start_from(r, f"HTTP {getattr(exc, 'status_code', '?')}")
@@ -309,16 +307,17 @@ class KeyRanges(Generic[P]):
         self._cond.notify_all()
 
     def _no_start_from(self, r: _Range[P], why: str) -> None:
-        """``r`` was listed with startFrom, which the service does not take: the range
-        before it goes on to the end instead, by markers."""
+        """``r`` was listed with startFrom, which the service does not take: the first
+        range (from the listing's beginning, by markers, held at its end until then:
+        see _held) goes on to the end instead, the others are dropped."""
         log.info("listing %r one page after another: the service does not take "
                  "startFrom (%s)", self._prefix, why)
         self._start_from = False
-        i = self._ranges.index(r)
-        while len(self._ranges) > i:
+        while len(self._ranges) > 1:
             self._ranges.pop()
-        before = self._ranges[i - 1]
-        before.stop = None
+        first = self._ranges[0]
+        assert first.start is None, "a range listed with startFrom was used before it was known"
+        first.stop = None
         self._schedule()
         self._cond.notify_all()
 

@@ -19,6 +19,7 @@ import enum
 import html
 import re
 import xml.etree.ElementTree as ET
+import xml.parsers.expat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -196,6 +197,12 @@ def _name(element: ET.Element) -> str:
 
 def parse_page(page: Page) -> tuple[list[Listed], str | None]:
     """The blobs of one List Blobs answer, and the marker of the next page (None: last)."""
+    fast = _read_regular(page.body)
+    return fast if fast is not None else read_tree(page)
+
+
+def read_tree(page: Page) -> tuple[list[Listed], str | None]:
+    """:func:`parse_page` through ElementTree, whatever the page's shape."""
     root = page_root(page)
     found = []
     for blob in root.iterfind("Blobs/Blob"):
@@ -205,19 +212,89 @@ def parse_page(page: Page) -> tuple[list[Listed], str | None]:
         props = {c.tag: c.text or "" for c in props_el} if props_el is not None else {}
         meta_el = blob.find("Metadata")
         metadata = {c.tag: c.text or "" for c in meta_el} if meta_el is not None else {}
-        found.append(Listed(
-            name=name, size=int(props.get("Content-Length") or 0),
-            last_modified=http_date(props.get("Last-Modified", "")),
-            etag=props.get("Etag", ""), content_type=props.get("Content-Type", ""),
-            content_encoding=props.get("Content-Encoding", ""),
-            content_language=props.get("Content-Language", ""),
-            content_disposition=props.get("Content-Disposition", ""),
-            cache_control=props.get("Cache-Control", ""),
-            access_tier=props.get("AccessTier", ""),
-            tier_inferred=props.get("AccessTierInferred", "").lower() == "true",
-            blob_type=props.get("BlobType") or "BlockBlob", metadata=metadata))
+        found.append(_listed(name, props, metadata))
     marker = root.findtext("NextMarker") or None
     return found, marker
+
+
+def _listed(name: str, props: Mapping[str, str], metadata: dict[str, str]) -> Listed:
+    return Listed(
+        name=name, size=int(props.get("Content-Length") or 0),
+        last_modified=http_date(props.get("Last-Modified", "")),
+        etag=props.get("Etag", ""), content_type=props.get("Content-Type", ""),
+        content_encoding=props.get("Content-Encoding", ""),
+        content_language=props.get("Content-Language", ""),
+        content_disposition=props.get("Content-Disposition", ""),
+        cache_control=props.get("Cache-Control", ""),
+        access_tier=props.get("AccessTier", ""),
+        tier_inferred=props.get("AccessTierInferred", "").lower() == "true",
+        blob_type=props.get("BlobType") or "BlockBlob", metadata=metadata)
+
+
+# A page as Azure writes it is regular: one line of elements, no comments, CDATA,
+# processing instructions or carriage returns, no attribute but <Name>'s Encoded.
+# Such a page, once expat has checked it is well-formed XML, is read with regular
+# expressions: about twice cheaper than ElementTree's tree of ~30 elements per blob
+# (the parse was a third of the importer's CPU per record). Anything else is read
+# by ElementTree, which is also what names a page that is not a listing.
+_BOM = b"\xef\xbb\xbf"  # Azure's pages begin with one
+_ENTRY = re.compile(r'<Blob>\s*<Name(?:\s+Encoded="(\w+)")?\s*>([^<]*)</Name>')
+_LEAF = re.compile(r"<([^<>/\s]+)(?:>([^<]*)</\1>|\s*/>)")
+_REFERENCE = re.compile(r"&(#x[0-9a-fA-F]+|#[0-9]+|amp|lt|gt|quot|apos);")
+_NAMED = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
+
+
+def _read_regular(body: bytes) -> tuple[list[Listed], str | None] | None:
+    """The page read without a tree, or None if it is not a regular, well-formed one."""
+    head = body[:512]
+    if b"<EnumerationResults" not in head or not body.rstrip().endswith(
+            b"</EnumerationResults>") or b"<!" in body or b"\r" in body or \
+            body.count(b"<?") > (1 if body.lstrip(_BOM)[:6] == b"<?xml " else 0):
+        return None
+    try:
+        xml.parsers.expat.ParserCreate().Parse(body, True)
+        text = body.decode()
+    except (xml.parsers.expat.ExpatError, UnicodeDecodeError):
+        return None
+    entries = list(_ENTRY.finditer(text))
+    found = []
+    for i, entry in enumerate(entries):
+        # The last blob ends at the last </Blobs> (a metadata key may be named Blobs).
+        end = entries[i + 1].start() if i + 1 < len(entries) else text.rfind("</Blobs>")
+        name = _xml_text(entry.group(2))
+        if (entry.group(1) or "").lower() == "true":
+            name = unquote(name)
+        start = text.find("<Properties>", entry.end(), end)
+        stop = text.find("</Properties>", start, end)
+        props = _leaves(text, start + 12, stop) if 0 <= start < stop else {}
+        start = text.find("<Metadata>", max(stop, entry.end()), end)
+        stop = text.rfind("</Metadata>", start, end)
+        metadata = _leaves(text, start + 10, stop) if 0 <= start < stop else {}
+        found.append(_listed(name, props, metadata))
+    marker_at = text.rfind("<NextMarker>")
+    marker = None
+    if marker_at >= 0:
+        marker = _xml_text(text[marker_at + 12:text.find("<", marker_at + 12)]) or None
+    return found, marker
+
+
+def _leaves(text: str, start: int, stop: int) -> dict[str, str]:
+    """The elements between ``start`` and ``stop`` that hold text: tag -> text."""
+    if text.find("&", start, stop) < 0:  # the usual case: nothing to replace
+        return dict(_LEAF.findall(text, start, stop))
+    return {tag: _xml_text(value) for tag, value in _LEAF.findall(text, start, stop)}
+
+
+def _xml_text(value: str) -> str:
+    """Character data with its references replaced, as an XML parser reads it."""
+    return _REFERENCE.sub(_replace, value) if "&" in value else value
+
+
+def _replace(match: re.Match[str]) -> str:
+    ref = match.group(1)
+    if ref[0] == "#":
+        return chr(int(ref[2:], 16) if ref[1] in "xX" else int(ref[1:]))
+    return _NAMED[ref]
 
 
 def http_date(text: str) -> datetime:
