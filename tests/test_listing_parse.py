@@ -112,3 +112,25 @@ def test_a_broken_page_is_refused_in_one_line(body: bytes) -> None:
     with pytest.raises(UnexpectedAnswer) as info:
         parse_page(Page(body, 200, "text/html"))
     assert "not a blob listing" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_range_reads_only_its_names_and_still_sees_the_whole_page(seed: int) -> None:
+    """A range's last page: the names outside the range are not read further, the
+    page's first and last names (checked against its scan) are still the page's."""
+    rng = random.Random(seed)
+    body = page(rng, marker=None)
+    whole = listing._read_regular(body)
+    assert whole is not None and len(whole.blobs) >= 2
+    names = [b.name for b in whole.blobs]
+    low, high = sorted(rng.sample(names, 2))
+
+    def keep(name: str) -> bool:
+        return low <= name < high
+
+    expected = [b for b in whole.blobs if keep(b.name)]
+    for parsed in (listing._read_regular(body, keep),
+                   read_tree(Page(body, 200, "application/xml"), keep)):
+        assert parsed is not None
+        assert parsed.blobs == expected
+        assert (parsed.first, parsed.last, parsed.marker) == (names[0], names[-1], None)
