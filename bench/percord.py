@@ -317,6 +317,7 @@ def profile(blobs: int, sort: str) -> None:
 
     from kloset_sdk import Options
     from kloset_sdk._services import importer as service
+    from kloset_sdk._wire.rpc import Many
     from plakar_azblob.source import AzureImporter
 
     patch_listing(make_pages(blobs))
@@ -334,14 +335,15 @@ def profile(blobs: int, sort: str) -> None:
     def work() -> int:
         acks: deque[bytes] = deque()
         n = 0
-        for response in adapter.Import(iter(()), Context()):
-            data = table.serialize(response) if table.serialize else response
-            # What plakar sends back: the record as its Result's header, LAG records
-            # behind (the wire's windows let the importer run that far ahead).
-            acks.append(b"\x0a" + _varint(len(data)) + data)
-            n += 1
-            if len(acks) > LAG:
-                consume(acks.popleft())
+        for sent in adapter.Import(iter(()), Context()):
+            for response in sent if isinstance(sent, Many) else (sent,):
+                data = table.serialize(response) if table.serialize else response
+                # What plakar sends back: the record as its Result's header, LAG records
+                # behind (the wire's windows let the importer run that far ahead).
+                acks.append(b"\x0a" + _varint(len(data)) + data)
+                n += 1
+                if len(acks) > LAG:
+                    consume(acks.popleft())
         while acks:
             consume(acks.popleft())
         return n

@@ -26,6 +26,7 @@ from kloset_sdk import (
     LocationFlag,
     Options,
     Record,
+    each_record,
     iter_chunks,
 )
 from plakar_azblob.destination import AzureExporter
@@ -291,7 +292,7 @@ def test_backup_then_restore_keeps_bytes_and_properties(azurite: Azurite) -> Non
                              Options())
     target = Target(azurite, "copy")
     exporter = target.exporter()
-    records = list(importer.scan())
+    records = list(each_record(importer.scan()))
     # plakar restores /x as the root: paths relative to it.
     for record in sorted(records, key=lambda r: r.is_xattr):
         if record.error:

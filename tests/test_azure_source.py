@@ -23,6 +23,7 @@ from kloset_sdk import (
     Options,
     PermissionDeniedError,
     Record,
+    each_record,
     filemode,
     iter_chunks,
 )
@@ -114,7 +115,7 @@ def dataset(azurite: Azurite) -> Dataset:
 
 
 def scan(importer: AzureImporter) -> list[Record]:
-    return list(importer.scan())
+    return list(each_record(importer.scan()))
 
 
 def content(record: Record) -> bytes:

@@ -16,7 +16,7 @@ import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from azurite import Azurite
 
-from kloset_sdk import IncomingContent, Options, Record, filemode, from_ns
+from kloset_sdk import IncomingContent, Options, Record, each_record, filemode, from_ns
 from plakar_azblob.mapping.posix_fields import etag_ino
 from plakar_azblob.source import AzureImporter
 
@@ -38,7 +38,7 @@ def scanned(azurite: Azurite, container: ContainerClient) -> dict[str, Record]:
     """The records of a scan by path (xattr records left out)."""
     imp = importer(azurite, container)
     try:
-        return {r.pathname: r for r in imp.scan() if not r.is_xattr}
+        return {r.pathname: r for r in each_record(imp.scan()) if not r.is_xattr}
     finally:
         imp.close()
 
@@ -148,7 +148,7 @@ def test_a_symlink_whose_target_cannot_be_read_is_a_failure(
 
     imp._open = deleted_first  # type: ignore[method-assign]
     try:
-        records = list(imp.scan())
+        records = list(each_record(imp.scan()))
     finally:
         imp.close()
     failed = [r for r in records if r.error]

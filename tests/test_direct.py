@@ -21,7 +21,7 @@ from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import ContainerClient, ContentSettings
 from azurite import Azurite
 
-from kloset_sdk import ConnectorError, Options, iter_chunks
+from kloset_sdk import ConnectorError, Options, each_record, iter_chunks
 from plakar_azblob import source as source_module
 from plakar_azblob.clients.errors import error_code, translate
 from plakar_azblob.source import AzureImporter
@@ -153,7 +153,7 @@ def _importer(azurite: Azurite, container: ContainerClient) -> AzureImporter:
 
 def _contents(importer: AzureImporter) -> dict[str, bytes]:
     out = {}
-    for record in importer.scan():
+    for record in each_record(importer.scan()):
         if record.opener is not None and not record.is_xattr:
             out[record.pathname] = b"".join(iter_chunks(record.opener()))
     return out
@@ -187,7 +187,7 @@ def test_the_source_falls_back_to_the_sdk_counted_and_logged(
     c = new_container(azurite, "direct-change")
     c.upload_blob("changing", b"a" * 100)
     importer = _importer(azurite, c)
-    [record] = [r for r in importer.scan() if r.opener is not None]
+    [record] = [r for r in each_record(importer.scan()) if r.opener is not None]
     c.upload_blob("changing", b"b" * 100, overwrite=True)
     assert record.opener is not None
     with pytest.raises(ConnectorError, match="changed or was deleted after it was listed"):

@@ -45,6 +45,7 @@ from kloset_sdk import (
     Record,
     Resource,
     StoreFlag,
+    each_record,
     filemode,
     iter_chunks,
 )
@@ -91,7 +92,7 @@ def importer(endpoint: str, container: str, **extra: str) -> AzureImporter:
 
 def backup(source: AzureImporter) -> dict[str, bytes]:
     """Every file's content, read 8 at a time (as the read-ahead does)."""
-    openers = {r.pathname: r.opener for r in source.scan()
+    openers = {r.pathname: r.opener for r in each_record(source.scan())
                if r.opener is not None and not r.is_xattr}
 
     def read(opener: Any) -> bytes:
@@ -134,7 +135,7 @@ def test_a_page_that_is_not_a_listing_fails_the_import(
     with proxy(azurite, rule) as px:
         source = importer(px.endpoint(ACCOUNT), dataset.container_name)
         with pytest.raises(ConnectorError) as info:
-            list(source.scan())
+            list(each_record(source.scan()))
         # The store's listings too.
         store = AzureStore("azblob", {"location": f"azblob://{dataset.container_name}",
                                       "account_name": ACCOUNT, "account_key": KEY,
@@ -242,7 +243,7 @@ def test_lasting_server_errors_end_in_one_line_after_the_retries(
     rules = [Rule("answer", blob=name, status=500, times=None)]
     with proxy(azurite, *rules) as px:
         source = importer(px.endpoint(ACCOUNT), dataset.container_name)
-        [record] = [r for r in source.scan() if r.pathname == f"/{name}" and r.opener]
+        [record] = [r for r in each_record(source.scan()) if r.pathname == f"/{name}" and r.opener]
         assert record.opener is not None
         with pytest.raises(ConnectorError) as info:
             list(iter_chunks(record.opener()))
@@ -288,7 +289,7 @@ def test_a_body_that_always_drips_ends_in_one_line(
              Rule("drip", blob=BIG, drip=0.01, times=None)]
     with proxy(azurite, *rules) as px:
         source = importer(px.endpoint(ACCOUNT), dataset.container_name)
-        records = {r.pathname: r for r in source.scan() if r.opener and not r.is_xattr}
+        records = {r.pathname: r for r in each_record(source.scan()) if r.opener and not r.is_xattr}
         messages = {}
         for name in (small, BIG):
             opener = records[f"/{name}"].opener
@@ -417,7 +418,7 @@ def test_a_ca_directory_is_taken_as_requests_takes_it(
     # A directory without the CA: refused, in one line, whichever path asks.
     monkeypatch.setenv(variable, str(tmp_path))
     with pytest.raises(ConnectorError) as info:
-        list(importer(server.endpoint, container.container_name).scan())
+        list(each_record(importer(server.endpoint, container.container_name).scan()))
     assert fault_of(info.value) == (f"cannot list azblob://{container.container_name}: "
                                     f"cannot reach {server.endpoint}: TLS certificate "
                                     "verification failed")

@@ -16,6 +16,7 @@ from typing import Any
 from kloset_sdk import Options
 from kloset_sdk._services.common import methods
 from kloset_sdk._services.importer import ImporterService
+from kloset_sdk._wire.rpc import Many
 from plakar_azblob.source import AzureImporter
 from plakar_azblob.transfer.direct import DirectReader
 
@@ -50,10 +51,12 @@ def _scanned_bytes() -> tuple[int, str]:
     digest = hashlib.sha256()
     records = 0
     try:
-        for response in service.Import(iter(()), _Context()):
-            data = response if serialize is None else serialize(response)
-            digest.update(len(data).to_bytes(4, "big") + data)
-            records += 1
+        for sent in service.Import(iter(()), _Context()):
+            # A batch (Many) goes out as its messages one after the other.
+            for response in sent if isinstance(sent, Many) else (sent,):
+                data = response if serialize is None else serialize(response)
+                digest.update(len(data).to_bytes(4, "big") + data)
+                records += 1
     finally:
         importer.close()
     return records - 1, digest.hexdigest()  # the last response is "finished"

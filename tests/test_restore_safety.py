@@ -22,7 +22,7 @@ from azurite import Azurite
 from kloset_grpc import exporter_pb2_grpc as epb_grpc
 from stdio_plugin import StdioPlugin
 
-from kloset_sdk import ConnectorError, Options, filemode
+from kloset_sdk import ConnectorError, Options, each_record, filemode
 from kloset_sdk._proto import connectors_pb2 as cpb
 from kloset_sdk._proto import exporter_pb2 as epb
 from plakar_azblob.clients.config import parse_config
@@ -206,7 +206,7 @@ def test_source_reports_unsafe_blob_names_as_failures(azurite: Azurite) -> None:
         importer = AzureImporter("azblob", {
             "location": f"azblob://{container.container_name}",
             "connection_string": azurite.connection_string}, Options())
-        records = [r for r in importer.scan() if not r.is_xattr]
+        records = [r for r in each_record(importer.scan()) if not r.is_xattr]
         failures = {r.pathname: r.error for r in records if r.error}
         files = {r.pathname for r in records
                  if not r.error and r.file_info is not None and r.file_info.is_regular}

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
         Record,
         Result,
         XattrType,
+        each_record,
         from_ns,
     )
     from .storage import Mode, Range, Resource, Store, StoreFlag
@@ -75,6 +76,7 @@ _HOMES = {
     "StoreFlag": ".storage",
     "EPOCH": ".records", "FileInfo": ".records", "Opener": ".records", "Readable": ".records",
     "Record": ".records", "Result": ".records", "XattrType": ".records", "from_ns": ".records",
+    "each_record": ".records",
     "CHUNK_SIZE": ".content", "IncomingContent": ".content", "iter_chunks": ".content",
     "LocationFlag": ".options", "Options": ".options",
     "filemode": ".filemode",
@@ -88,7 +90,7 @@ __all__ = [
     "Exporter", "FileInfo", "Importer", "IncomingContent", "LocationFlag", "Mode",
     "NotFoundError", "Opener", "Options", "PermissionDeniedError", "Range",
     "ReadAheadSettings", "Readable", "Record", "Resource", "Result", "Store", "StoreFlag",
-    "XattrType", "filemode", "from_ns", "iter_chunks", "main", "serve",
+    "XattrType", "each_record", "filemode", "from_ns", "iter_chunks", "main", "serve",
 ]
 
 

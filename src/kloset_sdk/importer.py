@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from .connector import Connector
@@ -45,9 +45,14 @@ class Importer(Connector, ABC):
         self.options = options
 
     @abstractmethod
-    def scan(self) -> Iterator[Record]:
+    def scan(self) -> Iterator[Record | Sequence[Record]]:
         """Yield every record, lazily. File content is fetched only through
-        each record's ``opener``, which the SDK calls when plakar opens it."""
+        each record's ``opener``, which the SDK calls when plakar opens it.
+
+        Records that are ready together (say, those of one page of a remote
+        listing) may be yielded as one sequence: they are then sent to plakar
+        together, which costs less per record than one at a time. A record
+        yielded alone is sent at once."""
 
     def acknowledge(self, result: Result) -> None:
         """plakar has processed a record (``result.error`` says how)."""

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import BinaryIO, Protocol, TypeAlias
+from typing import BinaryIO, Protocol, TypeAlias, TypeVar
 
 from . import filemode
 
@@ -21,6 +21,7 @@ Readable: TypeAlias = SupportsRead | BinaryIO | Iterable[bytes]
 Opener: TypeAlias = Callable[[], Readable]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_T = TypeVar("_T")
 _MICROSECOND = timedelta(microseconds=1)
 
 
@@ -129,9 +130,14 @@ class Record:
         **info: int | str,
     ) -> Record:
         """A regular file; ``opener`` gives its content when plakar asks for it."""
-        fi = FileInfo(_basename(pathname), size, filemode.perm(mode), mod_time, **info)  # type: ignore[arg-type]
-        return cls(pathname, fi, extended_attributes=tuple(xattrs), opener=opener,
-                   has_reader=opener is not None)
+        if info:
+            fi = FileInfo(_basename(pathname), size, filemode.perm(mode), mod_time, **info)  # type: ignore[arg-type]
+        else:  # the usual case, once per listed file: see _built
+            fi = _built(FileInfo, {"name": _basename(pathname), "size": size,
+                                   "mode": filemode.perm(mode), "mod_time": mod_time})
+        return _built(cls, {"pathname": pathname, "file_info": fi,
+                            "extended_attributes": tuple(xattrs), "opener": opener,
+                            "has_reader": opener is not None})
 
     @classmethod
     def directory(
@@ -174,6 +180,32 @@ class Result:
 
     record: Record
     error: str = ""
+
+
+def each_record(items: Iterable[Record | Iterable[Record]]) -> Iterator[Record]:
+    """The records an importer's ``scan`` yields, its batches taken apart (see
+    :meth:`kloset_sdk.Importer.scan`): for tests and tools that read a scan."""
+    for item in items:
+        if isinstance(item, Record):
+            yield item
+        else:
+            yield from item
+
+
+def _built(cls: type[_T], fields: dict[str, object]) -> _T:
+    """An instance of the frozen dataclass ``cls`` (FileInfo or Record) holding
+    ``fields``, its other fields at their defaults.
+
+    The generated ``__init__`` sets every field, each through
+    ``object.__setattr__`` (frozen): about 1.8 us for a FileInfo and as much for
+    a Record, twice per listed file, a tenth of an importer's CPU per record
+    over a long listing. Fields left out are read from the class, where
+    dataclasses keep their defaults (neither class has a default_factory nor a
+    ``__post_init__``), so equality, repr, hashing, ``replace`` and pickling see
+    the same instance as ``cls(**fields)`` builds."""
+    obj = object.__new__(cls)
+    object.__setattr__(obj, "__dict__", fields)
+    return obj
 
 
 def _basename(pathname: str) -> str:

@@ -44,7 +44,7 @@ from .mapping import attributes, conventions, paths
 from .mapping.posix_fields import file_fields, folder_own
 from .mapping.tree import Tree
 from .transfer.direct import BrokenRead, DirectReader, fallback
-from .transfer.listing import Listed, list_blobs
+from .transfer.listing import Listed, list_blob_pages
 from .transfer.ranges import read_range, read_ranges, resumed
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ class AzureImporter(Importer):
         self._direct = DirectReader.for_client(self._container, pool_size(self._cfg))
         self.origin = paths.origin(self._cfg)
         self.root = paths.root(self._cfg)
+        self._prefix = paths.listing_prefix(self._cfg)
 
     def ping(self) -> None:
         try:
@@ -76,11 +77,15 @@ class AzureImporter(Importer):
         except AzureError as exc:
             raise self._error(exc, f"cannot reach container {self._cfg.container!r}") from exc
 
-    def scan(self) -> Iterator[Record]:
+    def scan(self) -> Iterator[list[Record]]:
+        # A page's records go out together (cheaper per record than one by one).
         tree = Tree(self._cfg.prefix)
-        for blob in self._listing():
-            yield from self._entry(tree, blob)
-        yield from tree.finish()
+        for page in self._listing():
+            records: list[Record] = []
+            for blob in page:
+                records.extend(self._entry(tree, blob))
+            yield records
+        yield list(tree.finish())
 
     def close(self) -> None:
         if self._direct is not None:
@@ -89,22 +94,22 @@ class AzureImporter(Importer):
 
     # -- the listing --
 
-    def _listing(self) -> Iterator[Listed]:
-        """Every blob under the prefix, one page in memory at a time."""
-        blobs = list_blobs(self._container, self._direct, paths.listing_prefix(self._cfg),
-                           concurrency=self._cfg.list_concurrency)
+    def _listing(self) -> Iterator[list[Listed]]:
+        """Every blob under the prefix, a page at a time, one page in memory."""
+        pages = list_blob_pages(self._container, self._direct, self._prefix,
+                                concurrency=self._cfg.list_concurrency)
         while True:
             try:
-                blob = next(blobs)
+                page = next(pages)
             except StopIteration:
                 return
             except AzureError as exc:
                 raise self._error(exc, f"cannot list {self._cfg.location}") from exc
-            yield blob
+            yield page
 
     def _entry(self, tree: Tree, blob: Listed) -> Iterator[Record]:
         name = blob.name
-        problem = paths.invalid_name(name[len(paths.listing_prefix(self._cfg)):])
+        problem = paths.invalid_name(name[len(self._prefix):])
         posix = conventions.read(blob.metadata, name) if blob.metadata else None
         if problem is not None:
             yield Record.failure("/" + name, f"blob {name!r} is not a valid path: it has {problem}")

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .._proto import importer_pb2 as pb
-from .._wire.rpc import Cancelled
+from .._wire.rpc import Cancelled, Many
 from ..errors import ConnectorError, NotFoundError
 from ..importer import Importer
 from ..options import Options
-from ..records import open_key
+from ..records import Record, open_key
 from .common import (
     Service,
     abort,
     chunk_messages,
     identity,
     options_from_proto,
-    record_to_proto,
+    record_into,
     result_from_proto,
 )
 from .readahead import Openers
@@ -27,6 +27,9 @@ from .readahead import Openers
 log = logging.getLogger("kloset_sdk")
 
 ImporterFactory = Callable[[str, dict[str, str], Options], Importer]
+# Records of a batch sent in one piece: a few dozen KiB, so that plakar gets the
+# first ones of a long batch without waiting for the rest to be encoded.
+SEND_BATCH = 256
 
 
 def _key(rec: Any) -> str:
@@ -54,7 +57,7 @@ class ImporterService(Service[Importer]):
         return pb.PingResponse()
 
     def Import(self, request_iterator: Iterator[pb.ImportRequest],
-               context: Any) -> Iterator[pb.ImportResponse]:
+               context: Any) -> Iterator[pb.ImportResponse | Many]:
         try:
             imp = self._get()
         except ConnectorError as exc:
@@ -71,12 +74,16 @@ class ImporterService(Service[Importer]):
                                     name="import-acks", daemon=True)
             acks.start()
         try:
-            for record in imp.scan():
-                if record.opener is not None and not record.error:
-                    info = record.file_info
-                    size = info.size if info is not None and not record.is_xattr else None
-                    self._openers.add(record.key, size, record.opener)
-                yield pb.ImportResponse(record=record_to_proto(record))
+            for item in imp.scan():
+                if isinstance(item, Record):
+                    yield self._response(item)
+                    continue
+                # A batch of records (see Importer.scan): sent SEND_BATCH at a time.
+                if not isinstance(item, Sequence):
+                    item = list(item)
+                for start in range(0, len(item), SEND_BATCH):
+                    yield Many(self._response(record)
+                               for record in item[start:start + SEND_BATCH])
         except Exception as exc:
             abort(context, exc, "Import")
         yield pb.ImportResponse(finished=True)
@@ -89,6 +96,16 @@ class ImporterService(Service[Importer]):
                 pass  # none: they went to _acknowledged_inline; this waits for the end
         except Cancelled:
             pass  # plakar went away; the RPC is already over
+
+    def _response(self, record: Record) -> pb.ImportResponse:
+        """The message of ``record``, its opener kept for plakar's Open."""
+        if record.opener is not None and not record.error:
+            info = record.file_info
+            size = info.size if info is not None and not record.is_xattr else None
+            self._openers.add(record.key, size, record.opener)
+        response = pb.ImportResponse()
+        record_into(response.record, record)
+        return response
 
     def _acknowledged_inline(self, message: bytes) -> None:
         """One acknowledgement, still encoded (see Import): its record's opener is
