@@ -85,7 +85,7 @@ class AzureImporter(Importer):
             for blob in page:
                 records.extend(self._entry(tree, blob))
             yield records
-        yield list(tree.finish())
+        yield tree.finish()
 
     def close(self) -> None:
         if self._direct is not None:
@@ -107,23 +107,24 @@ class AzureImporter(Importer):
                 raise self._error(exc, f"cannot list {self._cfg.location}") from exc
             yield page
 
-    def _entry(self, tree: Tree, blob: Listed) -> Iterator[Record]:
+    def _entry(self, tree: Tree, blob: Listed) -> list[Record]:
+        """The records that can go out once ``blob`` is listed (see Tree)."""
         name = blob.name
         problem = paths.invalid_name(name[len(self._prefix):])
         posix = conventions.read(blob.metadata, name) if blob.metadata else None
         if problem is not None:
-            yield Record.failure("/" + name, f"blob {name!r} is not a valid path: it has {problem}")
-        elif name.endswith("/"):
-            yield from tree.marker(name, blob.last_modified, folder_own(posix))
-        elif blob.size == 0 and (_is_folder(blob) or (posix and posix.kind == conventions.DIR)):
-            yield from tree.folder(name, blob.last_modified, folder_own(posix))
-        elif blob.access_tier.lower() == "archive":
-            yield from tree.file(name, blob.last_modified, [Record.failure(
+            return [Record.failure("/" + name,
+                                   f"blob {name!r} is not a valid path: it has {problem}")]
+        if name.endswith("/"):
+            return tree.marker(name, blob.last_modified, folder_own(posix))
+        if blob.size == 0 and (_is_folder(blob) or (posix and posix.kind == conventions.DIR)):
+            return tree.folder(name, blob.last_modified, folder_own(posix))
+        if blob.access_tier.lower() == "archive":
+            return tree.file(name, blob.last_modified, [Record.failure(
                 "/" + name, f"blob {name!r} is in the Archive tier: rehydrate it to back it up")])
-        elif posix is None:
-            yield from tree.file(name, blob.last_modified, self._file(blob))
-        else:
-            yield from self._converted(tree, blob, posix)
+        if posix is None:
+            return tree.file(name, blob.last_modified, self._file(blob))
+        return self._converted(tree, blob, posix)
 
     def _file(self, blob: Listed) -> list[Record]:
         """The file record of a blob, then one record per extended attribute."""
@@ -134,7 +135,7 @@ class AzureImporter(Importer):
                                         opener=opener, xattrs=attrs), attrs)
 
     def _converted(self, tree: Tree, blob: Listed, posix: conventions.Posix,
-                   ) -> Iterator[Record]:
+                   ) -> list[Record]:
         """A blob that follows a convention: a file, or an azcopy symlink holding its
         target, with the time, mode and owner the convention gives."""
         mtime, info = file_fields(posix, blob.last_modified, blob.etag)
@@ -152,7 +153,7 @@ class AzureImporter(Importer):
             opener = partial(self._open, blob.name, blob.etag, blob.size)
             records = _with_xattrs(Record.file(path, size=blob.size, mod_time=mtime,
                                                opener=opener, xattrs=attrs, **info), attrs)
-        yield from tree.file(blob.name, mtime, records)
+        return tree.file(blob.name, mtime, records)
 
     def _link_target(self, blob: Listed) -> str | Record | None:
         """The target an azcopy symlink blob holds (read now: plakar needs it in the
