@@ -12,6 +12,11 @@ _M_ARENA_MAX = -8
 # Bulk buffers (1 MiB chunks, protobuf messages, HTTP bodies) stay below this
 # size and come from the heap, where freed memory is reused...
 MMAP_THRESHOLD = 32 << 20
+# An importer holds pages of a remote listing fetched ahead (a 5000-blob page is a
+# few MiB of XML, and its text once decoded): mapped, each goes back to the system
+# once read (20 MiB less at the listing's peak), while 1 MiB content chunks stay
+# below and come from the heap.
+IMPORTER_MMAP_THRESHOLD = 2 << 20
 # A store's Puts hold whole blocks of objects (a few MiB each): mapped, they go
 # back to the system once sent, which bounds a store's memory (~20 MiB less).
 STORE_MMAP_THRESHOLD = 4 << 20

@@ -20,7 +20,12 @@ from .._services.importer import ImporterService
 from .._services.storage import StoreService
 from .._wire.pipes import stdio_pipes
 from .._wire.rpc import Server
-from .malloc import MMAP_THRESHOLD, STORE_MMAP_THRESHOLD, tune_malloc
+from .malloc import (
+    IMPORTER_MMAP_THRESHOLD,
+    MMAP_THRESHOLD,
+    STORE_MMAP_THRESHOLD,
+    tune_malloc,
+)
 
 LOG_ENV = "KLOSET_LOG"
 KINDS = ("importer", "exporter", "storage")
@@ -67,7 +72,9 @@ def serve(kind: str, factory: Callable[..., Any],
     """
     setup_logging()
     server, service = build_server(kind, factory)
-    tune_malloc(STORE_MMAP_THRESHOLD if isinstance(service, StoreService) else MMAP_THRESHOLD)
+    tune_malloc(STORE_MMAP_THRESHOLD if isinstance(service, StoreService) else
+                IMPORTER_MMAP_THRESHOLD if isinstance(service, ImporterService) else
+                MMAP_THRESHOLD)
     code = 0
     try:
         with stdio_pipes() as (rfd, wfd):

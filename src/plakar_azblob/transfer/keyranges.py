@@ -44,14 +44,16 @@ from .keyspace import KeySpace
 
 log = logging.getLogger("plakar_azblob")
 
-# Names per range, in pages: long enough that the page which crosses a range's
-# end (fetched in part for nothing) is a small share, short enough that the
-# ranges ahead of the one being used fit in the window.
-RANGE_PAGES = 2
-DEFAULT_CONCURRENCY = 4
+# Names per range, in pages: a little under one, so that a range is most often
+# listed by one request (its first, with startFrom) and every request in flight
+# is the first of its range. Ranges of two pages were listed one page after the
+# other, each first page held while its second came: the window filled with
+# pages waiting for their range's turn, and fewer requests were in flight.
+RANGE_PAGES = 0.9
 # Pages fetched and not yet used, at most (a 5000-blob page with properties and
 # metadata is about 4 MB of XML): the memory bound, whatever the concurrency.
 MAX_WINDOW = 24
+WINDOW_SLACK = 4
 
 
 @dataclass(frozen=True)
@@ -134,10 +136,9 @@ class KeyRanges(Generic[P]):
         self._fetch_page = fetch
         self._scan = scan
         self._concurrency = max(1, concurrency)
-        # Each range is fetched one page after the other: to keep `concurrency`
-        # requests going, the ranges behind the one being used hold their pages
-        # until its turn comes.
-        self._window = window or min(RANGE_PAGES * self._concurrency + 2, MAX_WINDOW)
+        # Pages of the ranges after the one being used wait for its turn: room for
+        # `concurrency` requests in flight, and a few pages come ahead of their turn.
+        self._window = window or min(self._concurrency + WINDOW_SLACK, MAX_WINDOW)
         self._ranges: deque[_Range[P]] = deque([_Range(start=None, stop=None)])
         self._cond = threading.Condition()
         self._in_flight = 0
@@ -248,7 +249,7 @@ class KeyRanges(Generic[P]):
             return False
         if self._buffered + self._in_flight >= self._window:
             return False
-        names = RANGE_PAGES * self._page_size
+        names = max(1, round(RANGE_PAGES * self._page_size))
         for i, r in enumerate(self._ranges):
             lower = r.lower
             if r.finished or r.error is not None or lower is None:
