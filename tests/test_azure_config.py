@@ -523,7 +523,7 @@ def test_translate_token_and_signing_failures() -> None:
 
 
 def test_list_concurrency_for_the_connectors_that_list() -> None:
-    assert parse("importer", connection_string=CONN).list_concurrency == 8
+    assert parse("importer", connection_string=CONN).list_concurrency == 10
     assert parse("importer", list_concurrency="1", connection_string=CONN).list_concurrency == 1
     assert parse("storage", list_concurrency=" 64 ", connection_string=CONN).list_concurrency == 64
     assert error("importer", list_concurrency="65", connection_string=CONN) == \

@@ -70,7 +70,7 @@ MIN_BLOCK_SIZE = 1 * MiB
 MAX_BLOCK_SIZE = 100 * MiB
 MAX_CONCURRENCY = 256
 # List requests in flight at once for one listing (see transfer/keyranges.py).
-DEFAULT_LIST_CONCURRENCY = 8
+DEFAULT_LIST_CONCURRENCY = 10
 MAX_LIST_CONCURRENCY = 64
 TIERS = ("hot", "cool", "cold")
 # Which tool's metadata keys a restored blob gets its time, mode and owner in
