@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 # the other (see ReadAheadSettings): each costs a round trip to the service,
 # which plakar would otherwise wait for, one blob at a time.
 READ_AHEAD = ReadAheadSettings(max_size=1 << 20, budget=8 << 20, depth=32, workers=8)
+# Records handed to the SDK at once (it sends up to 256 in one piece).
+SEND_CHUNK = 256
 # The longest symlink target a blob may hold (Linux's PATH_MAX, its NUL excluded).
 MAX_LINK_TARGET = 4095
 
@@ -78,13 +80,19 @@ class AzureImporter(Importer):
             raise self._error(exc, f"cannot reach container {self._cfg.container!r}") from exc
 
     def scan(self) -> Iterator[list[Record]]:
-        # A page's records go out together (cheaper per record than one by one).
+        # Records go out SEND_CHUNK or so at a time (cheaper per record than one by
+        # one), as a page is gone through: plakar gets the first ones of a page
+        # without waiting for the whole page's.
         tree = Tree(self._cfg.prefix)
         for page in self._listing():
             records: list[Record] = []
             for blob in page:
                 records.extend(self._entry(tree, blob))
-            yield records
+                if len(records) >= SEND_CHUNK:
+                    yield records
+                    records = []
+            if records:
+                yield records
         yield tree.finish()
 
     def close(self) -> None:
