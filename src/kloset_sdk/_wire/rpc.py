@@ -125,6 +125,11 @@ class Method:
     serialize: Callable[[Any], bytes] | None  # None: the handler yields encoded messages
 
 
+def _prefix(message: bytes) -> bytes:
+    """A message's 5-byte gRPC prefix: flag 0 (not compressed), then its length."""
+    return len(message).to_bytes(5, "big")
+
+
 def _percent(text: str) -> str:
     """grpc-message encoding: UTF-8, bytes outside printable ASCII (and %) as %XX."""
     return "".join(chr(b) if 0x20 <= b <= 0x7E and b != 0x25 else f"%{b:02X}"
@@ -381,10 +386,8 @@ class Call:
         assert self._method is not None
         serialize = self._method.serialize
         message = response if serialize is None else serialize(response)
-        if not self._headers_sent:
-            self._conn.send_headers(self._stream, _RESPONSE_HEADERS)
-            self._headers_sent = True
-        self._conn.send_data(self._stream, (b"\0" + len(message).to_bytes(4, "big"), message))
+        self._send_headers()
+        self._conn.send_data(self._stream, (_prefix(message), message))
 
     def _send_many(self, responses: Many) -> None:
         assert self._method is not None
@@ -392,13 +395,16 @@ class Call:
         parts: list[bytes] = []
         for response in responses:
             message = response if serialize is None else serialize(response)
-            # The 5-byte prefix: flag 0 (not compressed), then the length (< 4 GiB).
-            parts.append(len(message).to_bytes(5, "big"))
+            parts.append(_prefix(message))
             parts.append(message)
+        self._send_headers()
+        self._conn.send_data(self._stream, (b"".join(parts),))
+
+    def _send_headers(self) -> None:
+        """The response's headers, before its first message."""
         if not self._headers_sent:
             self._conn.send_headers(self._stream, _RESPONSE_HEADERS)
             self._headers_sent = True
-        self._conn.send_data(self._stream, (b"".join(parts),))
 
     def _finish(self, code: Status, details: str) -> None:
         with self._lock:

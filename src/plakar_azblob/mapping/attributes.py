@@ -97,23 +97,25 @@ def default_content_type(name: str) -> str:
     # it reads otherwise go to it: a scheme ("data:"), no extension or one after a
     # dot or a slash (splitext's leading dots), an encoding (".gz") or an alias
     # (".tgz"), which look at the extension before.
+    if ":" in name:
+        return _guess(name)
     dot = name.rfind(".")
     slash = name.rfind("/")
-    if dot <= slash and ":" not in name:
+    if dot <= slash:
         return SERVICE_DEFAULT_TYPE  # no extension at all
-    if dot > slash + 1 and name[dot - 1] != "." and ":" not in name:
-        ext = name[dot:]
-        found = _BY_EXTENSION.get(ext)
-        if found is None:
-            lower = ext.lower()
-            types = _types()
-            if lower in types.encodings_map or lower in types.suffix_map:
-                return _guess(name)
-            found = _guess(name)
-            if len(_BY_EXTENSION) < _EXTENSIONS_KEPT:
-                _BY_EXTENSION[ext] = found
-        return found
-    return _guess(name)
+    if dot == slash + 1 or name[dot - 1] == ".":
+        return _guess(name)
+    ext = name[dot:]
+    found = _BY_EXTENSION.get(ext)
+    if found is None:
+        lower = ext.lower()
+        types = _types()
+        if lower in types.encodings_map or lower in types.suffix_map:
+            return _guess(name)
+        found = _guess(name)
+        if len(_BY_EXTENSION) < _EXTENSIONS_KEPT:
+            _BY_EXTENSION[ext] = found
+    return found
 
 
 _BY_EXTENSION: dict[str, str] = {}
