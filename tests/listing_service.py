@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from azurite import ACCOUNT, KEY
@@ -104,3 +105,16 @@ class ListingService:
         self.process.wait()
         if self.process.stdout is not None:
             self.process.stdout.close()
+
+
+def service_for_tests() -> Iterator[ListingService]:
+    """A module fixture's body: a running service (the test skipped without Go), stopped
+    after the module."""
+    import pytest
+
+    try:
+        svc = ListingService()
+    except GoPackageError as exc:
+        pytest.skip(f"Go is needed to build the listing service: {exc}")
+    yield svc
+    svc.stop()

@@ -27,8 +27,7 @@ from azure.storage.blob import (
     generate_container_sas,
 )
 from azurite import ACCOUNT, KEY, Azurite
-from go_package import GoPackageError
-from listing_service import ListingService
+from listing_service import ListingService, service_for_tests
 
 HIER = 1200  # blobs in hier-1200: d00000/f00000 ... d00001/f00199
 FLAT = 300
@@ -51,12 +50,7 @@ def size(i: int) -> int:  # the service's size of the blob generated i-th
 
 @pytest.fixture(scope="module")
 def service() -> Iterator[ListingService]:
-    try:
-        svc = ListingService()
-    except GoPackageError as exc:
-        pytest.skip(f"Go is needed to build the listing service: {exc}")
-    yield svc
-    svc.stop()
+    yield from service_for_tests()
 
 
 @pytest.fixture(scope="module")

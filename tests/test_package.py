@@ -291,6 +291,22 @@ def test_launcher_serves_grpc_on_its_stdio(ptar: Path, tmp_path: Path) -> None:
         assert plugin.proc.returncode == 0, plugin.stderr
 
 
+def test_the_frozen_build_checks_listing_pages_as_the_helper(
+        ptar: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runtime started with the helper's argument (as a frozen importer starts
+    it: transfer/xmlcheck) gives each page the verdict the importer would."""
+    from test_xmlcheck import CASES, EXPECTED
+
+    from plakar_azblob.transfer import wellformed, xmlcheck
+
+    launcher = _copy_launcher(tmp_path / "pkg")
+    monkeypatch.setattr(xmlcheck, "MIN_HELPED", 0)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with xmlcheck.PageChecker([str(launcher), wellformed.HELPER_ARG]) as checker:
+        assert {name: checker.check(body) for name, (body, _) in CASES.items()} == EXPECTED
+        assert (checker.helped, checker.here) == (len(CASES), 0)
+
+
 # -- the packaged connector's fork server (the confinement was found lacking with it) --
 
 class Packaged:

@@ -8,9 +8,12 @@ never by hand); ``plakar-azblob stop-fork-server`` stops this user's servers.
 
 from __future__ import annotations
 
+import sys
+
 import kloset_sdk
 
 APP = "plakar-azblob"
+XML_CHECK_ARG = "check-xml"  # .transfer.wellformed.HELPER_ARG
 # Where each connector is imported from, by the process that serves it only.
 CONNECTORS = {
     "importer": "plakar_azblob.source:AzureImporter",
@@ -33,6 +36,13 @@ def preload() -> None:
 
 
 def main() -> None:
+    if sys.argv[1:] == [XML_CHECK_ARG]:
+        # The frozen build started as a listing's page checker: imported only then
+        # (a connector's start does not pay for it).
+        from .transfer import wellformed
+
+        wellformed.serve()
+        return
     kloset_sdk.main(APP, CONNECTORS, preload=preload)
 
 

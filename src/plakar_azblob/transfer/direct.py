@@ -106,6 +106,8 @@ class Page:
     body: bytes
     status: int
     content_type: str
+    # The page's .wellformed verdict, when the listing had it checked as it arrived.
+    verdict: bytes = b""
 
 
 class _StorageHeaders(SansIOHTTPPolicy):  # type: ignore[type-arg]
