@@ -34,6 +34,7 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
@@ -106,8 +107,8 @@ class Page:
     body: bytes
     status: int
     content_type: str
-    # The page's .wellformed verdict, when the listing had it checked as it arrived.
-    verdict: bytes = b""
+    # Its .wellformed verdict to come, when the listing has it checked as it arrives.
+    checked: Future[bytes] | None = None
 
 
 class _StorageHeaders(SansIOHTTPPolicy):  # type: ignore[type-arg]

@@ -136,7 +136,8 @@ def _pages(direct: DirectReader, prefix: str | None, page_size: int | None,
     def fetch(marker: str | None, start_from: str | None) -> Page:
         page = direct.list_page(prefix, marker, page_size, metadata=metadata,
                                 start_from=start_from)
-        return replace(page, verdict=checker.check(page.body)) if checker else page
+        checked = checker.submit(page.body) if checker is not None else None
+        return replace(page, checked=checked) if checked is not None else page
     return KeyRanges(prefix or "", fetch, scan_page, concurrency)
 
 
@@ -228,7 +229,8 @@ class Parsed(NamedTuple):
 def parse_page(page: Page, keep: Callable[[str], bool] | None = None) -> Parsed:
     """The blobs of one List Blobs answer (with ``keep``, only the names it keeps:
     the others are not read further), and its marker."""
-    fast = _read_regular(page.body, keep, page.verdict or None)
+    checked = page.checked.result() if page.checked is not None else None
+    fast = _read_regular(page.body, keep, checked)
     return fast if fast is not None else read_tree(page, keep)
 
 

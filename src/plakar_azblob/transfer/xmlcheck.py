@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from . import wellformed
 from .wellformed import HEAD, HELPER_ARG, IRREGULAR, MALFORMED, REGULAR, verdict
@@ -51,16 +52,32 @@ def helper_argv() -> list[str]:
 
 class PageChecker:
     """The pages of one listing checked by one helper process, started at the
-    first page worth it, stopped by :meth:`close`. Thread-safe: the listing's
-    fetching threads check their pages one at a time."""
+    first page worth it, stopped by :meth:`close`, one page at a time: in a thread
+    of the checker's own (:meth:`submit`, so that no fetching thread waits for a
+    verdict before asking for its next page), or in the caller's (:meth:`check`)."""
 
     def __init__(self, argv: list[str] | None = None) -> None:
         self._argv = argv
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
         self._given_up = False
+        self._closed = False
+        self._queue: ThreadPoolExecutor | None = None
         self.helped = 0  # pages checked by the helper
         self.here = 0  # pages checked in this process
+
+    def submit(self, body: bytes) -> Future[bytes] | None:
+        """The verdict on ``body`` to come (:meth:`check` in a thread of this checker's
+        own), so that the fetching thread asks for its next page at once; None for a
+        page too small to be worth the helper (its reader checks it)."""
+        if len(body) < MIN_HELPED or self._given_up:
+            return None
+        with self._lock:
+            if self._closed:
+                return None
+            if self._queue is None:
+                self._queue = ThreadPoolExecutor(1, thread_name_prefix="page-check")
+            return self._queue.submit(self.check, body)
 
     def check(self, body: bytes) -> bytes:
         """The :func:`verdict` on ``body``, by the helper if it can give it."""
@@ -75,7 +92,11 @@ class PageChecker:
 
     def close(self) -> None:
         with self._lock:
-            self._given_up = True
+            self._closed = self._given_up = True
+            queue, self._queue = self._queue, None
+        if queue is not None:
+            queue.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
             self._stop()
 
     def __enter__(self) -> PageChecker:
