@@ -41,7 +41,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from io import BufferedReader
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from loopback_proxy import LoopbackProxy
 
@@ -399,3 +399,16 @@ def _reset(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.close()  # no shutdown first: that would send a FIN, not a RST
+
+
+def pages_of(size: int) -> Callable[[str], str]:
+    """A ``rewrite`` that makes every List Blobs page ``size`` blobs long (``maxresults``
+    set by the proxy: a SAS does not sign it)."""
+    def rewrite(target: str) -> str:
+        url = urlsplit(target)
+        query = parse_qsl(url.query, keep_blank_values=True)
+        if ("comp", "list") not in query:
+            return target
+        query = [(k, v) for k, v in query if k != "maxresults"] + [("maxresults", str(size))]
+        return f"{url.path}?{urlencode(query, quote_via=quote)}"
+    return rewrite

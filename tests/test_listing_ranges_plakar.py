@@ -12,26 +12,14 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import pytest
 from azblob_helpers import new_container, pk, sas
 from azurite import Azurite
-from fault_proxy import FaultProxy
+from fault_proxy import FaultProxy, pages_of
 from plakar_env import PlakarEnv, snapshot_id
 
 pytestmark = [pytest.mark.plakar, pytest.mark.azurite]
-
-
-def small_pages(size: int):  # type: ignore[no-untyped-def]
-    def rewrite(target: str) -> str:
-        url = urlsplit(target)
-        query = parse_qsl(url.query, keep_blank_values=True)
-        if ("comp", "list") not in query:
-            return target
-        query = [(k, v) for k, v in query if k != "maxresults"] + [("maxresults", str(size))]
-        return f"{url.path}?{urlencode(query, quote_via=quote)}"
-    return rewrite
 
 
 def names() -> list[str]:
@@ -52,7 +40,7 @@ def test_a_backup_lists_the_same_blobs_with_and_without_key_ranges(
     store = str(tmp_path / "store")
     pk(azplakar, "at", store, "create")
     token = sas(container, read=True, list=True)
-    with FaultProxy(azurite.port, rewrite=small_pages(7)) as proxy:
+    with FaultProxy(azurite.port, rewrite=pages_of(7)) as proxy:
         conn = f"BlobEndpoint={proxy.endpoint('devstoreaccount1')};SharedAccessSignature={token}"
         trees = {}
         for concurrency in (4, 1):
@@ -87,7 +75,7 @@ def test_a_store_listed_in_key_ranges_checks_and_lists(
     # Pages of one name: a store's listings (eight states, a few packfiles, locks) are
     # then long enough to be cut into ranges whatever their random names (with two
     # names a page, the first page's two names could leave no room for a cut).
-    with FaultProxy(azurite.port, rewrite=small_pages(1)) as proxy:
+    with FaultProxy(azurite.port, rewrite=pages_of(1)) as proxy:
         conn = f"BlobEndpoint={proxy.endpoint('devstoreaccount1')};SharedAccessSignature={token}"
         pk(azplakar, "store", "add", "rs", f"azblob://{container.container_name}",
            f"connection_string={conn}", "list_concurrency=4")

@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ import pytest
 from azblob_helpers import new_container, pk, sas
 from azure.storage.blob import ContainerClient
 from azurite import ACCOUNT, KEY, Azurite
-from fault_proxy import FaultProxy, Rule
+from fault_proxy import FaultProxy, Rule, pages_of
 from fork_helpers import alive, children_of
 from listing_service import ListingService, service_for_tests
 from plakar_env import PlakarEnv, output, snapshot_id
@@ -130,6 +131,7 @@ def test_a_page_the_expressions_would_misread_is_refused_whoever_checks_it(
         helped_always: None) -> None:
     body = page("a&b", "c")  # an unescaped "&": not XML, yet regular to a regex
     with PageChecker() as checker:
+        assert checker.submit(REGULAR_PAGE) is None  # the first: checked by its reader
         checked = checker.submit(body)
         assert checked is not None
         assert checked.result() == MALFORMED and checker.helped == 1
@@ -151,18 +153,28 @@ def test_a_verdict_given_is_the_check(helped_always: None) -> None:
 
 def test_verdicts_to_come_are_given_in_their_own_thread(
         helped_always: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    """submit() hands the check to the checker's thread (the fetching thread goes on);
-    a small page, or one after close(), is left to its reader (None)."""
+    """submit() hands the check to the checker's thread (the fetching thread goes on).
+    Left to the page's reader (None): the first page, while the helper starts, and
+    a listing's only page (no helper then); a small page; any after close()."""
     with PageChecker() as checker:
-        futures = {name: checker.submit(body) for name, (body, _) in CASES.items()
-                   if body}
-        assert {name: f.result(timeout=30) for name, f in futures.items() if f} == \
-            {name: EXPECTED[name] for name in futures}
-        assert checker.helped == len(futures)
+        assert checker.submit(REGULAR_PAGE, more=False) is None
+        assert checker._queue is None and checker._process is None
+        assert checker.submit(REGULAR_PAGE) is None
+        futures = {name: checker.submit(body) for name, (body, _) in CASES.items()}
+        assert {name: f.result(timeout=30) for name, f in futures.items() if f} == EXPECTED
+        assert checker.helped == len(CASES)
     monkeypatch.setattr(xmlcheck, "MIN_HELPED", 2)
     with PageChecker() as checker:
-        assert checker.submit(b"x") is None and checker._process is None
+        assert checker.submit(b"x") is None and checker._queue is None
     assert checker.submit(REGULAR_PAGE) is None  # closed
+
+
+def test_a_page_says_whether_more_follow() -> None:
+    assert listing._continues(page("a", marker="2!28!MDAwMDA"))
+    assert not listing._continues(page("a"))  # <NextMarker></NextMarker>
+    assert not listing._continues(page("a").replace(b"<NextMarker></NextMarker>",
+                                                    b"<NextMarker />"))
+    assert not listing._continues(b"")
 
 
 def done(verdict: bytes) -> Future[bytes]:
@@ -317,40 +329,78 @@ def test_an_abandoned_listing_stops_its_helper(service: ListingService) -> None:
 
 def _children() -> list[int]:
     """This process's helpers, alive."""
-    found = []
-    for pid in children_of(os.getpid()):
-        with contextlib.suppress(OSError):
-            if alive(pid) and wellformed.__file__ in Path(f"/proc/{pid}/cmdline").read_text():
-                found.append(pid)
-    return found
+    mine = set(children_of(os.getpid()))
+    return [pid for pid in helpers() if pid in mine]
 
 
 # -- through the real plakar --
 
 @pytest.fixture(scope="module")
 def big_page(azurite: Azurite) -> tuple[ContainerClient, dict[str, bytes]]:
-    """A container whose one listing page is over MIN_HELPED: checked by the helper."""
+    """A container of 1 200 blobs: a listing page of 500 is over MIN_HELPED."""
     container = new_container(azurite, "xmlcheck")
-    content = {f"x/{i:04d}.txt": f"blob {i}".encode() for i in range(600)}
+    content = {f"x/{i:04d}.txt": f"blob {i}".encode() for i in range(1200)}
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda item: container.upload_blob(*item), content.items()))
-    url = f"{container.url}?restype=container&comp=list&include=metadata"
+    url = f"{container.url}?restype=container&comp=list&include=metadata&maxresults=500"
     body = urllib.request.urlopen(url + "&" + sas(container, list=True)).read()
-    assert len(body) > xmlcheck.MIN_HELPED
+    assert len(body) > xmlcheck.MIN_HELPED and listing._continues(body)
     return container, content
+
+
+class HelperWatch:
+    """The helper processes (running wellformed.py) seen while it runs, polled."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.005):
+            self.seen.update(helpers())
+
+    def stop(self) -> set[int]:
+        self._stop.set()
+        self._thread.join()
+        return self.seen
+
+
+def helpers() -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and alive(int(entry.name)) and \
+                    wellformed.__file__ in (entry / "cmdline").read_text():
+                found.append(int(entry.name))
+    return found
 
 
 @pytest.mark.plakar
 @pytest.mark.azurite
-def test_plakar_backs_up_a_container_whose_page_the_helper_checks(
+def test_plakar_backs_up_a_container_whose_pages_the_helper_checks(
         azplakar: PlakarEnv, azurite: Azurite, big_page: tuple[ContainerClient, dict[str, bytes]],
         tmp_path: Path) -> None:
+    """Pages of 500 blobs (a proxy sets maxresults), listed one after the other: the
+    first checked by the importer plakar runs while its helper starts, the second by
+    the helper; every blob backed up, and no helper left after."""
     container, content = big_page
     store = str(tmp_path / "store")
     pk(azplakar, "at", store, "create")
-    pk(azplakar, "source", "add", "big", f"azblob://{container.container_name}",
-       f"connection_string={azurite.connection_string}")
-    snap = snapshot_id(pk(azplakar, "at", store, "backup", "@big"))
+    token = sas(container, read=True, list=True)
+    with FaultProxy(azurite.port, rewrite=pages_of(500)) as px:
+        pk(azplakar, "source", "add", "big", f"azblob://{container.container_name}",
+           f"connection_string=BlobEndpoint={px.endpoint(ACCOUNT)};"
+           f"SharedAccessSignature={token}", "list_concurrency=1")
+        watch = HelperWatch()
+        try:
+            snap = snapshot_id(pk(azplakar, "at", store, "backup", "@big"))
+        finally:
+            seen = watch.stop()
+        assert len([s for s in px.seen if s.is_listing]) >= 2 * 3  # two importers
+    assert seen, "no helper process ran during the backup"
+    assert not [pid for pid in seen if alive(pid)]
     out = tmp_path / "restored"
     pk(azplakar, "at", store, "restore", "-to", str(out), snap)
     assert {str(f.relative_to(out)): f.read_bytes() for f in out.rglob("*") if f.is_file()} \

@@ -136,7 +136,7 @@ def _pages(direct: DirectReader, prefix: str | None, page_size: int | None,
     def fetch(marker: str | None, start_from: str | None) -> Page:
         page = direct.list_page(prefix, marker, page_size, metadata=metadata,
                                 start_from=start_from)
-        checked = checker.submit(page.body) if checker is not None else None
+        checked = checker.submit(page.body, _continues(page.body)) if checker else None
         return replace(page, checked=checked) if checked is not None else page
     return KeyRanges(prefix or "", fetch, scan_page, concurrency)
 
@@ -146,6 +146,12 @@ def _pages(direct: DirectReader, prefix: str | None, page_size: int | None,
 # <Blob>; a <Blob> element inside <Metadata> (a key named "Blob") holds text.
 _BLOB_NAME = re.compile(rb'<Blob>\s*<Name(?:\s+Encoded="(\w+)")?\s*>([^<]*)</Name>')
 _NEXT_MARKER = re.compile(rb"<NextMarker>([^<]*)</NextMarker>")
+
+
+def _continues(body: bytes) -> bool:
+    """Whether a page says more follow (a NextMarker with text, near its end)."""
+    at = body.rfind(b"<NextMarker>", max(0, len(body) - 8192))
+    return at >= 0 and body[at + 12:at + 13] not in (b"<", b"")
 
 
 def scan_page(page: Page, every_name: bool) -> PageInfo:

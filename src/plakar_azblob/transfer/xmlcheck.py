@@ -66,18 +66,32 @@ class PageChecker:
         self.helped = 0  # pages checked by the helper
         self.here = 0  # pages checked in this process
 
-    def submit(self, body: bytes) -> Future[bytes] | None:
+    def submit(self, body: bytes, more: bool = True) -> Future[bytes] | None:
         """The verdict on ``body`` to come (:meth:`check` in a thread of this checker's
-        own), so that the fetching thread asks for its next page at once; None for a
-        page too small to be worth the helper (its reader checks it)."""
+        own), so that the fetching thread asks for its next page at once; None where
+        its reader is to check it: a page too small to be worth the helper, and the
+        first one worth it, while the helper starts, only if ``more`` pages follow
+        (a listing of one page never waits for nor starts one)."""
         if len(body) < MIN_HELPED or self._given_up:
             return None
         with self._lock:
             if self._closed:
                 return None
             if self._queue is None:
+                if not more:
+                    return None
                 self._queue = ThreadPoolExecutor(1, thread_name_prefix="page-check")
+                self._queue.submit(self._warm)
+                return None
             return self._queue.submit(self.check, body)
+
+    def _warm(self) -> None:
+        with self._lock:
+            if self._process is None and not self._given_up:
+                try:
+                    self._start()
+                except OSError as exc:
+                    self._give_up(exc)
 
     def check(self, body: bytes) -> bytes:
         """The :func:`verdict` on ``body``, by the helper if it can give it."""
@@ -112,13 +126,16 @@ class PageChecker:
             process = self._process or self._start()
             answer = _exchange(process, body, DEADLINE + len(body) / (4 << 20))
         except (OSError, subprocess.SubprocessError, ValueError, TimeoutError) as exc:
-            log.debug("azblob: listing pages checked in the importer from now on: the "
-                      "helper process %s", exc)
-            self._given_up = True
-            self._stop()
+            self._give_up(exc)
             return None
         self.helped += 1
         return answer
+
+    def _give_up(self, why: BaseException) -> None:
+        log.debug("azblob: listing pages checked in the importer from now on: the helper "
+                  "process %s", why)
+        self._given_up = True
+        self._stop()
 
     def _start(self) -> subprocess.Popen[bytes]:
         try:
