@@ -151,6 +151,16 @@ def test_a_verdict_given_is_the_check(helped_always: None) -> None:
     assert len(as_is.blobs) == 400 and as_is.marker == "m1"
 
 
+def test_a_verdict_cancelled_with_its_listing_is_checked_by_the_reader() -> None:
+    cancelled: Future[bytes] = Future()
+    cancelled.cancel()
+    body = page("a&b")
+    with pytest.raises(UnexpectedAnswer):
+        listing.parse_page(Page(body, 200, "application/xml", cancelled))
+    assert listing.parse_page(Page(REGULAR_PAGE, 200, "application/xml", cancelled)) == \
+        listing.read_tree(Page(REGULAR_PAGE, 200, "application/xml"))
+
+
 def test_verdicts_to_come_are_given_in_their_own_thread(
         helped_always: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """submit() hands the check to the checker's thread (the fetching thread goes on).

@@ -15,11 +15,13 @@ SDK list (counted, see :func:`.direct.fallback`).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import html
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import CancelledError
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
@@ -235,7 +237,11 @@ class Parsed(NamedTuple):
 def parse_page(page: Page, keep: Callable[[str], bool] | None = None) -> Parsed:
     """The blobs of one List Blobs answer (with ``keep``, only the names it keeps:
     the others are not read further), and its marker."""
-    checked = page.checked.result() if page.checked is not None else None
+    checked = None
+    if page.checked is not None:
+        # Cancelled only once its listing is closed: then checked here.
+        with contextlib.suppress(CancelledError):
+            checked = page.checked.result()
     fast = _read_regular(page.body, keep, checked)
     return fast if fast is not None else read_tree(page, keep)
 
