@@ -8,6 +8,7 @@ is built by ``make package``; this one needs no build step.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -26,11 +27,14 @@ def entry_point() -> Path:
     return exe
 
 
-def write_azblob_package(dest: Path) -> Path:
-    """A package folder whose connectors all run ``plakar-azblob``; returns its manifest."""
+def write_azblob_package(dest: Path, command: str = "") -> Path:
+    """A package folder whose connectors all run ``plakar-azblob``; returns its manifest.
+
+    ``command``: the shell words the wrapper execs (the venv's ``plakar-azblob``
+    by default; bench/ab_plakar.py runs another tree's code)."""
     dest.mkdir(parents=True, exist_ok=True)
     wrapper = dest / "plakar-azblob"
-    wrapper.write_text(f'#!/bin/sh\nexec "{entry_point()}" "$@"\n')
+    wrapper.write_text(f'#!/bin/sh\nexec {command or shlex.quote(str(entry_point()))} "$@"\n')
     wrapper.chmod(0o755)
     connectors = "".join(
         f"  - type: {kind}\n    protocols: [azblob]\n    class: object-storage\n"
