@@ -30,12 +30,10 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
 
 from azblob_package import write_azblob_package  # noqa: E402
 from azurite import start_azurite  # noqa: E402
-from bench_go import Contender, alternate  # noqa: E402
-from common import random_block, sdk_client  # noqa: E402
+from bench_go import SMALL, Contender, alternate, fill_small, store_tree  # noqa: E402
+from common import sdk_client  # noqa: E402
 from go_package import install_go_azblob  # noqa: E402
 from plakar_env import PlakarEnv  # noqa: E402
-
-BLOBS, BLOB_SIZE = 1000, 4 * 1024
 
 
 def tree_installer(src: Path) -> Callable[[PlakarEnv], None]:
@@ -73,16 +71,9 @@ def main() -> None:
         contenders["A"] = Contender("A", az, tree_installer(args.a.resolve() / "src"))
         contenders["B"] = Contender("B", az, tree_installer(args.b.resolve() / "src"))
         contenders["Go"] = Contender("Go", az, install_go_azblob)
-        client = sdk_client(az, "small")
-        client.create_container()
-        for i in range(BLOBS):
-            client.upload_blob(f"d{i // 100:02d}/f{i:05d}.bin",
-                               random_block(BLOB_SIZE, i), overwrite=True)
+        fill_small(az, "small", SMALL)
         sdk_client(az, "stores").create_container()
-        tree = Path(contenders["A"].pk.root / "tree")
-        for i in range(20):
-            (tree / f"d{i % 4}").mkdir(parents=True, exist_ok=True)
-            (tree / f"d{i % 4}" / f"f{i}.bin").write_bytes(random_block(256 * 1024, 900 + i))
+        tree = store_tree(contenders["A"].pk.root / "tree")
         stores: dict[str, str] = {}
         for name, c in contenders.items():
             c.run("source", "add", "src", "azblob://small", f"connection_string={c.cs()}")

@@ -91,6 +91,27 @@ def install_ours(env: PlakarEnv) -> None:
     env.run("pkg", "add", str(ptar))
 
 
+def fill_small(az: Azurite, container: str, count: int) -> None:
+    """A new container of ``count`` blobs of SMALL_SIZE, 100 to a prefix."""
+    client = sdk_client(az, container)
+    client.create_container()
+    base = random_block(SMALL_SIZE * 64, 11)
+    items = [(f"d{i // 100:02d}/f{i:05d}.bin",
+              i.to_bytes(8, "little") + base[(i % 64) * SMALL_SIZE + 8:
+                                             (i % 64 + 1) * SMALL_SIZE])
+             for i in range(count)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda it: client.upload_blob(it[0], it[1], overwrite=True), items))
+
+
+def store_tree(folder: Path) -> Path:
+    """The local files the store commands back up: 20 x 256 KiB in 4 folders."""
+    for i in range(20):
+        (folder / f"d{i % 4}").mkdir(parents=True, exist_ok=True)
+        (folder / f"d{i % 4}" / f"f{i}.bin").write_bytes(random_block(256 * 1024, 900 + i))
+    return folder
+
+
 def alternate(runs: int, **fns: Callable[[], Any]) -> dict[str, list[float]]:
     """Each function run once unmeasured, then ``runs`` times interleaved; seconds."""
     for fn in fns.values():
@@ -133,15 +154,7 @@ class GoBench:
     # -- plakar backup of small blobs --
 
     def fill_small(self, container: str, count: int) -> None:
-        client = sdk_client(self.az, container)
-        client.create_container()
-        base = random_block(SMALL_SIZE * 64, 11)
-        items = [(f"d{i // 100:02d}/f{i:05d}.bin",
-                  i.to_bytes(8, "little") + base[(i % 64) * SMALL_SIZE + 8:
-                                                 (i % 64 + 1) * SMALL_SIZE])
-                 for i in range(count)]
-        with ThreadPoolExecutor(16) as pool:
-            list(pool.map(lambda it: client.upload_blob(it[0], it[1], overwrite=True), items))
+        fill_small(self.az, container, count)
 
     def small_backups(self, label: str, container: str, count: int,
                       endpoint: str | None) -> None:
@@ -285,10 +298,7 @@ class GoBench:
 
     def store_commands(self) -> None:
         """create, backup x2, ls, check on a store in Azure made by each package."""
-        data = self.ours.pk.root / "tree"
-        for i in range(20):
-            (data / f"d{i % 4}").mkdir(parents=True, exist_ok=True)
-            (data / f"d{i % 4}" / f"f{i}.bin").write_bytes(random_block(256 * 1024, 900 + i))
+        data = store_tree(self.ours.pk.root / "tree")
         count = [0]
         names: dict[str, str] = {}
 
